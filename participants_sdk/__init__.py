@@ -1,0 +1,1 @@
+"""Sagawire participant SDK."""
