@@ -160,7 +160,9 @@ def decode_json_object(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> dict[
     except RecursionError:
         raise BodyError("body is JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
-        raise BodyError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise BodyError(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if not isinstance(value, dict):
         raise BodyError(f"body must be a JSON object, got {type(value).__name__}")
     return value

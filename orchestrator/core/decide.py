@@ -1,0 +1,354 @@
+"""`decide()`: the whole behaviour of a saga as one pure function.
+
+    decide(definition, saga, message, now) -> Decision(saga, commands, disposition)
+
+The input saga is never modified; a message that changes nothing returns it as it was, so a
+duplicate, a stale reply or an early timer fire is harmless by construction. The runtime stores
+the returned saga (with the new commands in its outbox) and then publishes the commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from orchestrator.core.definition import COMPENSATE, MachineDefinition, ParallelState, TaskState
+from orchestrator.core.messages import (
+    Decision,
+    Disposition,
+    Message,
+    OperatorRequest,
+    StartSaga,
+    StepReply,
+    TimerFired,
+)
+from orchestrator.core.saga import (
+    COMPENSATION_PREFIX,
+    RECENT_REQUESTS_LIMIT,
+    PendingStep,
+    Saga,
+    SagaStatus,
+)
+from orchestrator.core.steps import Transitions
+
+
+def decide(
+    definition: MachineDefinition, saga: Saga | None, message: Message, now: dt.datetime
+) -> Decision:
+    if isinstance(message, StartSaga):
+        if saga is not None:
+            return Decision(saga, [], Disposition.DUPLICATE, f"saga {saga.saga_id!r} exists")
+        return _start(definition, message, now)
+    if saga is None:
+        raise ValueError(f"{type(message).__name__} needs an existing saga")
+    if (saga.machine, saga.machine_version) != definition.key:
+        raise ValueError(
+            f"saga {saga.saga_id!r} runs {saga.machine} v{saga.machine_version}, "
+            f"not {definition.machine} v{definition.version}"
+        )
+    run = Transitions(definition, saga.model_copy(deep=True), now)
+    if isinstance(message, StepReply):
+        verdict = _on_reply(run, message)
+    elif isinstance(message, TimerFired):
+        verdict = _on_timer(run)
+    else:
+        verdict = _on_operator(run, message)
+    disposition, reason = verdict
+    if disposition not in (Disposition.APPLIED, Disposition.UNEXPECTED):
+        return Decision(saga, [], disposition, reason)
+    return _decision(run, disposition, reason)
+
+
+def _decision(run: Transitions, disposition: Disposition, reason: str | None) -> Decision:
+    saga = run.saga
+    saga.updated_at = run.now
+    saga.refresh_deadline()
+    # Commands not yet confirmed when the saga was loaded stay in the outbox with the new ones.
+    saga.outbox = [*saga.outbox, *run.commands]
+    return Decision(saga, run.commands, disposition, reason)
+
+
+def _start(definition: MachineDefinition, message: StartSaga, now: dt.datetime) -> Decision:
+    saga = Saga(
+        saga_id=message.saga_id,
+        machine=definition.machine,
+        machine_version=definition.version,
+        state=definition.initial,
+        data=dict(message.data),
+        created_at=now,
+        updated_at=now,
+    )
+    run = Transitions(definition, saga.model_copy(deep=True), now)
+    run.record("started", detail=f"{definition.machine} v{definition.version}")
+    run.enter(definition.initial, reason="start")
+    return _decision(run, Disposition.APPLIED, None)
+
+
+Verdict = tuple[Disposition, str | None]
+
+
+# -- replies ------------------------------------------------------------------------------
+
+
+def _on_reply(run: Transitions, reply: StepReply) -> Verdict:
+    saga = run.saga
+    known = _known_step(run.definition, reply.step)
+    if not known:
+        return Disposition.INVALID, (
+            f"machine {saga.machine} v{saga.machine_version} has no step {reply.step!r}"
+        )
+    pending = saga.pending_step(reply.step)
+    if pending is None or (pending.visit, pending.attempt) != (reply.visit, reply.attempt):
+        return _not_pending(saga, reply, pending)
+    if pending.phase == "compensation":
+        return _compensation_reply(run, pending, reply)
+    found = run.definition.step(reply.step)
+    if found is None:  # pragma: no cover - _known_step checked it
+        raise KeyError(reply.step)
+    state_name, _ = found
+    state = run.definition.states[state_name]
+    if isinstance(state, TaskState):
+        return _task_reply(run, state, pending, reply)
+    if isinstance(state, ParallelState):
+        return _branch_reply(run, state, pending, reply)
+    raise TypeError(state)  # pragma: no cover - step() returns tasks and branches only
+
+
+def _known_step(definition: MachineDefinition, step: str) -> bool:
+    if step.startswith(COMPENSATION_PREFIX):
+        found = definition.step(step.removeprefix(COMPENSATION_PREFIX))
+        return found is not None and found[1].compensation is not None
+    return definition.step(step) is not None
+
+
+def _not_pending(saga: Saga, reply: StepReply, pending: PendingStep | None) -> Verdict:
+    where = f"step {reply.step!r} visit {reply.visit} attempt {reply.attempt}"
+    if pending is not None:
+        if (reply.visit, reply.attempt) > (pending.visit, pending.attempt):
+            return Disposition.INVALID, (
+                f"reply for {where}, but visit {pending.visit} attempt {pending.attempt} "
+                "is the newest sent"
+            )
+        return Disposition.STALE, (
+            f"reply for {where}; visit {pending.visit} attempt {pending.attempt} is current"
+        )
+    if reply.step.startswith(COMPENSATION_PREFIX):
+        action = reply.step.removeprefix(COMPENSATION_PREFIX)
+        if saga.compensation is not None and action in saga.compensation.done:
+            return Disposition.DUPLICATE, f"compensation {where} was applied already"
+    elif any(c.step == reply.step and c.visit == reply.visit for c in saga.completed):
+        return Disposition.DUPLICATE, f"{where} was applied already"
+    if saga.status.finished:
+        return Disposition.STALE, f"reply for {where}; the saga is {saga.status.value}"
+    return Disposition.STALE, f"reply for {where}, which is not pending"
+
+
+def _task_reply(
+    run: Transitions, state: TaskState, pending: PendingStep, reply: StepReply
+) -> Verdict:
+    transition = state.on.get(reply.event)
+    run.record(
+        "replied",
+        step=reply.step,
+        attempt=reply.attempt,
+        detail=reply.event + (" (rejected)" if reply.rejected else ""),
+    )
+    if transition is None and not reply.rejected:
+        return _unexpected(run, reply)
+    run.drop_pending(pending)
+    if transition is None:
+        # A business failure the machine does not name still means the step did nothing.
+        run.begin_compensation(f"step {reply.step!r} failed: {reply.event}", "compensated")
+        return Disposition.APPLIED, None
+    if not reply.rejected:
+        run.complete(pending)
+    if transition.save_path is not None:
+        transition.save_path.assign(run.saga.data, reply.payload)
+    reason = f"{reply.event} from {reply.step}"
+    if transition.goto == COMPENSATE:
+        run.begin_compensation(f"step {reply.step!r} replied {reply.event}", "compensated")
+    else:
+        run.enter(transition.goto, reason=reason)
+    return Disposition.APPLIED, None
+
+
+def _branch_reply(
+    run: Transitions, state: ParallelState, pending: PendingStep, reply: StepReply
+) -> Verdict:
+    branch = state.parallel[reply.step.partition(".")[2]]
+    result = branch.on.get(reply.event)
+    run.record(
+        "replied",
+        step=reply.step,
+        attempt=reply.attempt,
+        detail=reply.event + (" (rejected)" if reply.rejected else ""),
+    )
+    if result is None and not reply.rejected:
+        return _unexpected(run, reply)
+    run.drop_pending(pending)
+    if result is not None and result.result == "done" and not reply.rejected:
+        run.complete(pending)
+        if result.save_path is not None:
+            result.save_path.assign(run.saga.data, reply.payload)
+    elif run.saga.parallel_failure is None:
+        run.saga.parallel_failure = f"branch {reply.step!r} replied {reply.event}"
+    _join(run, state)
+    return Disposition.APPLIED, None
+
+
+def _join(run: Transitions, state: ParallelState) -> None:
+    """When every branch has settled, leave the parallel state one way or the other."""
+    if any(p.state == run.saga.state and p.phase == "action" for p in run.saga.pending):
+        return
+    failure = run.saga.parallel_failure
+    if failure is None:
+        run.enter(state.then, reason="all branches done")
+    elif state.on_failure == COMPENSATE:
+        run.begin_compensation(failure, "compensated")
+    else:
+        run.saga.parallel_failure = None
+        run.enter(state.on_failure, reason=failure)
+
+
+def _unexpected(run: Transitions, reply: StepReply) -> Verdict:
+    run.saga.unexpected_events += 1
+    reason = f"event {reply.event!r} is not expected in state {run.saga.state!r}"
+    run.record("unexpected_event", step=reply.step, attempt=reply.attempt, detail=reason)
+    return Disposition.UNEXPECTED, reason
+
+
+def _compensation_reply(run: Transitions, pending: PendingStep, reply: StepReply) -> Verdict:
+    run.record(
+        "compensation_replied",
+        step=reply.step,
+        attempt=reply.attempt,
+        detail=reply.event + (" (rejected)" if reply.rejected else ""),
+    )
+    if reply.rejected:
+        _compensation_attempt_failed(run, pending, f"compensation rejected: {reply.event}")
+    else:
+        run.compensation_replied(pending)
+    return Disposition.APPLIED, None
+
+
+def _compensation_attempt_failed(run: Transitions, pending: PendingStep, why: str) -> None:
+    if run.retry_or_exhaust(pending, why):
+        return
+    if run.saga.compensation is not None:
+        run.saga.compensation.last_attempt = pending.attempt
+    run.fail(f"compensation {pending.step!r} failed after {pending.attempt} attempts: {why}")
+
+
+# -- timers -------------------------------------------------------------------------------
+
+
+def _on_timer(run: Transitions) -> Verdict:
+    due = [p for p in run.saga.pending if p.deadline <= run.now]
+    if not due:
+        return Disposition.STALE, "no deadline is due"
+    for pending in due:
+        if run.saga.pending_step(pending.step) is not pending:
+            continue  # an earlier due step moved the saga on
+        if pending.waiting == "backoff":
+            pending.attempt += 1
+            run.record("retrying", step=pending.step, attempt=pending.attempt)
+            run.send(pending)
+        elif pending.phase == "compensation":
+            _compensation_attempt_failed(run, pending, "timed out")
+        else:
+            _action_timed_out(run, pending)
+    return Disposition.APPLIED, None
+
+
+def _action_timed_out(run: Transitions, pending: PendingStep) -> None:
+    run.record("timed_out", step=pending.step, attempt=pending.attempt)
+    if run.retry_or_exhaust(pending, "timed out"):
+        return
+    why = f"step {pending.step!r} timed out after {pending.attempt} attempts"
+    run.drop_pending(pending)
+    # No reply means no knowing whether it took effect: compensate it if it can be.
+    run.complete(pending, uncertain=True)
+    state = run.definition.states[pending.state]
+    if isinstance(state, ParallelState):
+        if run.saga.parallel_failure is None:
+            run.saga.parallel_failure = why
+        _join(run, state)
+    elif isinstance(state, TaskState):
+        if state.on_timeout == COMPENSATE:
+            run.begin_compensation(why, "compensated")
+        else:
+            run.enter(state.on_timeout, reason=why)
+
+
+# -- operators ----------------------------------------------------------------------------
+
+
+def _on_operator(run: Transitions, request: OperatorRequest) -> Verdict:
+    saga = run.saga
+    if request.request_id in saga.recent_requests:
+        return Disposition.DUPLICATE, f"request {request.request_id!r} was applied already"
+    if request.action == "abort":
+        verdict = _abort(run, request)
+    elif request.action == "retry":
+        verdict = _retry(run, request)
+    else:
+        verdict = _resume(run, request)
+    if verdict[0] is Disposition.APPLIED:
+        saga.recent_requests = [*saga.recent_requests, request.request_id][-RECENT_REQUESTS_LIMIT:]
+    return verdict
+
+
+def _abort(run: Transitions, request: OperatorRequest) -> Verdict:
+    saga = run.saga
+    if saga.status.finished:
+        return Disposition.REFUSED, f"saga is {saga.status.value} already"
+    why = f"aborted by {request.operator}" + (f": {request.reason}" if request.reason else "")
+    run.record(
+        "abort_requested",
+        detail=why + (" (compensate)" if request.compensate else ""),
+        by=request.operator,
+    )
+    if not request.compensate:
+        run.finish(SagaStatus.ABORTED)
+        return Disposition.APPLIED, None
+    if saga.status is SagaStatus.COMPENSATING:
+        return Disposition.REFUSED, "saga is compensating already"
+    run.begin_compensation(why, "aborted")
+    return Disposition.APPLIED, None
+
+
+def _retry(run: Transitions, request: OperatorRequest) -> Verdict:
+    saga = run.saga
+    if saga.status.finished:
+        hint = "; use resume for a failed compensation" if saga.flagged else ""
+        return Disposition.REFUSED, f"saga is {saga.status.value}{hint}"
+    if not saga.pending:
+        return Disposition.REFUSED, "no step is pending"
+    for pending in saga.pending:
+        _, retry = run.policy(pending)
+        pending.attempt += 1
+        pending.max_attempts = pending.attempt - 1 + retry.attempts
+        run.record(
+            "retry_requested",
+            step=pending.step,
+            attempt=pending.attempt,
+            detail=request.reason,
+            by=request.operator,
+        )
+        run.send(pending)
+    return Disposition.APPLIED, None
+
+
+def _resume(run: Transitions, request: OperatorRequest) -> Verdict:
+    saga = run.saga
+    compensation = saga.compensation
+    if saga.status is not SagaStatus.FAILED or compensation is None or not compensation.remaining:
+        return Disposition.REFUSED, (
+            "nothing to resume: resume continues a compensation that gave up "
+            f"(the saga is {saga.status.value})"
+        )
+    run.record("resume_requested", detail=request.reason, by=request.operator)
+    saga.status = SagaStatus.COMPENSATING
+    saga.flagged = None
+    saga.finished_at = None
+    run.next_compensation(attempt=compensation.last_attempt + 1)
+    return Disposition.APPLIED, None

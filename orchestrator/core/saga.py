@@ -1,0 +1,144 @@
+"""The state of one saga: what `decide()` reads and returns, and what the store keeps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HISTORY_LIMIT: Final = 100
+RECENT_REQUESTS_LIMIT: Final = 32
+COMPENSATION_PREFIX: Final = "compensate:"
+
+
+class SagaStatus(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    SUCCEEDED = "succeeded"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class OutgoingCommand(_Model):
+    """A command to send: the saga's outbox holds these until the broker confirmed them."""
+
+    message_id: str
+    saga_id: str
+    machine: str
+    version: int
+    service: str
+    name: str
+    step: str
+    visit: int
+    attempt: int
+    idempotency_key: str
+    payload: dict[str, Any]
+    compensates: str | None = None
+    """For a compensation: the idempotency key of the step it undoes."""
+
+
+class PendingStep(_Model):
+    """A command the saga waits on: an action step or a compensation."""
+
+    step: str
+    """Wire step id: `state`, `state.branch`, or `compensate:<action step>`."""
+    phase: Literal["action", "compensation"]
+    state: str
+    service: str
+    command: str
+    visit: int
+    attempt: int
+    max_attempts: int
+    waiting: Literal["reply", "backoff"]
+    deadline: dt.datetime
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
+class CompletedStep(_Model):
+    step: str
+    state: str
+    visit: int
+    at: dt.datetime
+    uncertain: bool = False
+    """True when the step timed out or was abandoned: its effect may or may not have happened."""
+
+
+class Compensation(_Model):
+    """Progress of the compensation phase."""
+
+    reason: str
+    outcome: Literal["compensated", "aborted"] = "compensated"
+    remaining: list[CompletedStep] = Field(default_factory=list)
+    """Steps still to compensate, next first (reverse order of completion)."""
+    done: list[str] = Field(default_factory=list)
+    """Action steps whose compensation replied, in the order they ran."""
+    last_attempt: int = 0
+    """Attempts used by the compensation that gave up, so that a resume sends newer ones."""
+
+
+class HistoryEntry(_Model):
+    at: dt.datetime
+    event: str
+    state: str | None = None
+    step: str | None = None
+    attempt: int | None = None
+    detail: str | None = None
+    by: str = "orchestrator"
+
+
+class Saga(_Model):
+    saga_id: str
+    machine: str
+    machine_version: int
+    status: SagaStatus = SagaStatus.RUNNING
+    state: str
+    label: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    visits: dict[str, int] = Field(default_factory=dict)
+    pending: list[PendingStep] = Field(default_factory=list)
+    completed: list[CompletedStep] = Field(default_factory=list)
+    compensation: Compensation | None = None
+    parallel_failure: str | None = None
+    """Set while a parallel state waits for its other branches after one failed."""
+    flagged: str | None = None
+    """Why an operator is needed; None when not."""
+    deadline: dt.datetime | None = None
+    """Earliest deadline of the pending steps: when the saga must be woken up."""
+    outbox: list[OutgoingCommand] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    history_dropped: int = 0
+    unexpected_events: int = 0
+    recent_requests: list[str] = Field(default_factory=list)
+    version: int = 0
+    """Store version; the store increments it on every save."""
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None = None
+
+    def record(self, entry: HistoryEntry) -> None:
+        self.history.append(entry)
+        overflow = len(self.history) - HISTORY_LIMIT
+        if overflow > 0:
+            del self.history[:overflow]
+            self.history_dropped += overflow
+
+    def pending_step(self, step: str) -> PendingStep | None:
+        for pending in self.pending:
+            if pending.step == step:
+                return pending
+        return None
+
+    def refresh_deadline(self) -> None:
+        self.deadline = min((p.deadline for p in self.pending), default=None)

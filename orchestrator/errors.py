@@ -1,0 +1,57 @@
+"""Sagawire's exceptions.
+
+    SagawireError
+    ├── DefinitionError          a machine definition is invalid (names file, machine, state, field)
+    │   └── DefinitionChanged    a definition's content changed without a new version
+    ├── ConfigurationError       bad settings or an unreachable service at start-up
+    ├── TransportError           the broker failed
+    └── StoreError               the saga store failed
+        ├── VersionConflict      another writer saved the saga first; reload and decide again
+        └── SagaExists           a saga with this id is stored already
+
+Business failures are not errors: a participant raises `participants_sdk.Reject`, which becomes
+an event the machine maps, usually to `compensate`.
+"""
+
+from __future__ import annotations
+
+
+class SagawireError(Exception):
+    """Root of every error Sagawire raises on purpose."""
+
+
+class DefinitionError(SagawireError):
+    """One or more problems in machine definitions; `problems` holds one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DefinitionChanged(DefinitionError):
+    pass
+
+
+class ConfigurationError(SagawireError):
+    pass
+
+
+class TransportError(SagawireError):
+    pass
+
+
+class StoreError(SagawireError):
+    pass
+
+
+class VersionConflict(StoreError):
+    def __init__(self, saga_id: str, expected: int) -> None:
+        self.saga_id = saga_id
+        self.expected = expected
+        super().__init__(f"saga {saga_id!r} was saved by another writer since version {expected}")
+
+
+class SagaExists(StoreError):
+    def __init__(self, saga_id: str) -> None:
+        self.saga_id = saga_id
+        super().__init__(f"saga {saga_id!r} exists already")
