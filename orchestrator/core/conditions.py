@@ -57,7 +57,7 @@ class Condition(BaseModel):
                 found.append(name)
         return found
 
-    def evaluate(self, data: dict[str, Any]) -> bool:  # noqa: PLR0911 - one return per kind of test
+    def evaluate(self, data: dict[str, Any]) -> bool:
         if self.all is not None:
             return all(c.evaluate(data) for c in self.all)
         if self.any is not None:
@@ -73,7 +73,7 @@ class Condition(BaseModel):
             return False
         return self._compare(value)
 
-    def _compare(self, value: Any) -> bool:  # noqa: ANN401 - saga data is arbitrary JSON
+    def _compare(self, value: Any) -> bool:  # noqa: ANN401, PLR0911 - JSON data; one return per test
         if "equals" in self.model_fields_set:
             return bool(value == self.equals)
         if "not_equals" in self.model_fields_set:
