@@ -1,1 +1,45 @@
 """Sagawire participant SDK."""
+
+from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
+from participants_sdk.errors import (
+    AlreadySettledError,
+    BrokerClosed,
+    BrokerError,
+    DuplicateHandlerError,
+    HandlerSignatureError,
+    ParticipantError,
+    Reject,
+    RetryLater,
+    TopologyError,
+)
+from participants_sdk.memory import MemoryBroker, MemoryConnection, MemoryDelivery
+from participants_sdk.participant import CommandContext, Participant, event_name_of
+from participants_sdk.protocol import BodyError, WireMessage
+from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
+
+__all__ = [
+    "AlreadySettledError",
+    "BodyError",
+    "Broker",
+    "BrokerClosed",
+    "BrokerError",
+    "CommandContext",
+    "DedupeStore",
+    "Delivery",
+    "DeliveryHandler",
+    "DuplicateHandlerError",
+    "HandlerSignatureError",
+    "MemoryBroker",
+    "MemoryConnection",
+    "MemoryDedupeStore",
+    "MemoryDelivery",
+    "Participant",
+    "ParticipantError",
+    "Reject",
+    "RetryLater",
+    "StoredReply",
+    "Subscription",
+    "TopologyError",
+    "WireMessage",
+    "event_name_of",
+]

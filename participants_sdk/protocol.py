@@ -40,6 +40,8 @@ H_SERVICE: Final = "x-sagawire-service"
 H_TRACEPARENT: Final = "traceparent"
 # Set by a participant on a reply produced by `Reject`: the step failed for a business reason.
 H_REJECTED: Final = "x-sagawire-rejected"
+# On a compensation command: the idempotency key of the step it undoes.
+H_COMPENSATES: Final = "x-sagawire-compensates"
 # How many times a participant has retried this command after an unexpected error.
 H_RETRIES: Final = "x-sagawire-retries"
 # Added when a message is dead-lettered by Sagawire (not by the broker).

@@ -27,6 +27,7 @@ from orchestrator.core.saga import (
     PendingStep,
     Saga,
     SagaStatus,
+    copy_json,
 )
 from orchestrator.core.steps import Transitions
 
@@ -45,7 +46,7 @@ def decide(
             f"saga {saga.saga_id!r} runs {saga.machine} v{saga.machine_version}, "
             f"not {definition.machine} v{definition.version}"
         )
-    run = Transitions(definition, saga.model_copy(deep=True), now)
+    run = Transitions(definition, saga.fork(), now)
     if isinstance(message, StepReply):
         verdict = _on_reply(run, message)
     elif isinstance(message, TimerFired):
@@ -73,11 +74,11 @@ def _start(definition: MachineDefinition, message: StartSaga, now: dt.datetime) 
         machine=definition.machine,
         machine_version=definition.version,
         state=definition.initial,
-        data=dict(message.data),
+        data=copy_json(message.data),
         created_at=now,
         updated_at=now,
     )
-    run = Transitions(definition, saga.model_copy(deep=True), now)
+    run = Transitions(definition, saga.fork(), now)
     run.record("started", detail=f"{definition.machine} v{definition.version}")
     run.enter(definition.initial, reason="start")
     return _decision(run, Disposition.APPLIED, None)
@@ -91,6 +92,10 @@ Verdict = tuple[Disposition, str | None]
 
 def _on_reply(run: Transitions, reply: StepReply) -> Verdict:
     saga = run.saga
+    if reply.machine is not None and reply.machine != saga.machine:
+        return Disposition.INVALID, (
+            f"reply names machine {reply.machine!r}, but saga {saga.saga_id!r} runs {saga.machine!r}"
+        )
     known = _known_step(run.definition, reply.step)
     if not known:
         return Disposition.INVALID, (
@@ -217,6 +222,11 @@ def _unexpected(run: Transitions, reply: StepReply) -> Verdict:
 
 
 def _compensation_reply(run: Transitions, pending: PendingStep, reply: StepReply) -> Verdict:
+    if reply.rejected and pending.waiting == "backoff":
+        # This attempt has failed already (a timeout or this very rejection, redelivered).
+        return Disposition.DUPLICATE, (
+            f"attempt {reply.attempt} of {reply.step!r} has failed already; a retry is scheduled"
+        )
     run.record(
         "compensation_replied",
         step=reply.step,

@@ -28,6 +28,8 @@ class StepReply:
     payload: dict[str, Any]
     rejected: bool = False
     message_id: str | None = None
+    machine: str | None = None
+    """The machine the reply says the saga runs; a mismatch makes the reply invalid."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,0 +1,84 @@
+"""In-process adapters: the memory broker (from the SDK) and a versioned saga store.
+
+The store keeps its own deep copies, so a caller holding a saga cannot change what is stored,
+and it checks versions exactly as the MongoDB store does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from orchestrator.core.saga import Saga
+from orchestrator.errors import SagaExists, StoreError, VersionConflict
+from participants_sdk.memory import MemoryBroker
+
+__all__ = ["MemoryBroker", "MemorySagaStore"]
+
+
+class MemorySagaStore:
+    def __init__(self) -> None:
+        self._sagas: dict[str, Saga] = {}
+        self.writes = 0
+        self.available = True
+        """Set to False to make every call fail, as an unreachable database would."""
+        self._lock = asyncio.Lock()
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreError("memory store is unavailable")
+
+    async def load(self, saga_id: str) -> Saga | None:
+        self._check()
+        saga = self._sagas.get(saga_id)
+        return None if saga is None else saga.fork()
+
+    async def insert(self, saga: Saga) -> Saga:
+        self._check()
+        async with self._lock:
+            if saga.saga_id in self._sagas:
+                raise SagaExists(saga.saga_id)
+            stored = saga.fork()
+            stored.version = 1
+            self._sagas[saga.saga_id] = stored
+            self.writes += 1
+            return stored.fork()
+
+    async def save(self, saga: Saga) -> Saga:
+        self._check()
+        async with self._lock:
+            current = self._sagas.get(saga.saga_id)
+            if current is None or current.version != saga.version:
+                raise VersionConflict(saga.saga_id, saga.version)
+            stored = saga.fork()
+            stored.version = saga.version + 1
+            self._sagas[saga.saga_id] = stored
+            self.writes += 1
+            return stored.fork()
+
+    async def mark_published(self, saga_id: str, version: int) -> None:
+        self._check()
+        current = self._sagas.get(saga_id)
+        if current is not None and current.version == version:
+            current.outbox = []
+
+    async def due(self, now: dt.datetime, limit: int) -> list[str]:
+        self._check()
+        due = [
+            s for s in self._sagas.values()
+            if s.deadline is not None and s.deadline <= now and not s.status.finished
+        ]
+        due.sort(key=lambda s: s.deadline or now)
+        return [s.saga_id for s in due[:limit]]
+
+    async def with_outbox(self, limit: int) -> list[str]:
+        self._check()
+        return [s.saga_id for s in self._sagas.values() if s.outbox][:limit]
+
+    # Read helpers for tests, the demo and the CLI.
+
+    def all(self) -> list[Saga]:
+        return [s.fork() for s in self._sagas.values()]
+
+    def __len__(self) -> int:
+        return len(self._sagas)

@@ -1,0 +1,44 @@
+"""The `sagawire` command line: one typer app, sub-apps registered from their own modules."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from orchestrator.logs import setup_logging
+
+app = typer.Typer(
+    name="sagawire",
+    help="Sagawire: a saga orchestrator for Python microservices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _configure(
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="SAGAWIRE_LOG_LEVEL",
+            help="Lowest level logged to stderr: DEBUG, INFO, WARNING or ERROR.",
+        ),
+    ] = "WARNING",
+    log_json: Annotated[
+        bool | None,
+        typer.Option(
+            "--log-json/--log-console",
+            envvar="SAGAWIRE_LOG_JSON",
+            help="Log as JSON lines or readable text (default: JSON unless on a terminal).",
+        ),
+    ] = None,
+) -> None:
+    setup_logging(log_level, json=log_json)
+
+
+def main() -> None:
+    from orchestrator.cli import commands  # noqa: F401, PLC0415 - registers the sub-commands
+
+    app()

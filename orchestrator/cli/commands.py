@@ -1,0 +1,6 @@
+"""Imports every command module so that each registers itself on the app."""
+
+from __future__ import annotations
+
+from orchestrator.cli import machines_cmd  # noqa: F401
+from orchestrator.cli import demo_cmd  # noqa: F401

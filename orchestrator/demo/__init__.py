@@ -1,0 +1,1 @@
+"""The demo shop: payment, stock and delivery participants for the order machine."""

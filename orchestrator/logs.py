@@ -1,0 +1,76 @@
+"""Logging: structlog to stderr, JSON when not on a terminal, and never a password.
+
+Any value that looks like a URL with credentials (`amqp://user:secret@host/`) is rewritten to
+`amqp://user:***@host/` before a line is written, whichever key or message it is in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
+
+
+def redact(text: str) -> str:
+    """`scheme://user:secret@host` -> `scheme://user:***@host`, anywhere in the text."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def _redact_value(value: Any) -> Any:  # noqa: ANN401 - log values are anything
+    if isinstance(value, str):
+        return redact(value) if "@" in value else value
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def _redact_processor(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        event_dict[key] = _redact_value(value)
+    return event_dict
+
+
+def _redact_rendered(_logger: object, _method: str, rendered: str) -> str:
+    # Tracebacks are rendered last; they may quote a URL from an exception message.
+    return redact(rendered) if "@" in rendered else rendered
+
+
+def setup_logging(
+    level: str = "INFO", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
+    """Configure structlog once for a process. `json=None`: JSON unless stderr is a terminal."""
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_processor,
+    ]
+    if json:
+        processors.append(structlog.processors.format_exc_info)
+    processors += [renderer, _redact_rendered]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,46 @@
+"""The ports the runtime depends on. Adapters implement them; the runtime knows nothing else.
+
+- `Broker` (from `participants_sdk.transport`): publish with confirms, consume with settling.
+- `SagaStore`: versioned saga documents with their outbox and deadline.
+- `Clock`: wall time and sleeping, so that tests can move time by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+from orchestrator.core.saga import Saga
+from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
+
+__all__ = ["Broker", "Clock", "Delivery", "DeliveryHandler", "SagaStore", "Subscription"]
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware UTC."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SagaStore(Protocol):
+    async def load(self, saga_id: str) -> Saga | None: ...
+
+    async def insert(self, saga: Saga) -> Saga:
+        """Store a new saga as version 1 and return it; `SagaExists` when the id is taken."""
+
+    async def save(self, saga: Saga) -> Saga:
+        """Store `saga` if the stored version still equals `saga.version`; return it with the
+        new version. `VersionConflict` when another writer saved first."""
+
+    async def mark_published(self, saga_id: str, version: int) -> None:
+        """The outbox of this version was confirmed by the broker: empty it.
+
+        Only applies while the stored version is still `version`; may be batched.
+        """
+
+    async def due(self, now: dt.datetime, limit: int) -> list[str]:
+        """Ids of unfinished sagas whose deadline is at or before `now`, earliest first."""
+
+    async def with_outbox(self, limit: int) -> list[str]:
+        """Ids of sagas whose outbox holds commands not known to be published."""

@@ -1,0 +1,172 @@
+"""One saga's actor: a mailbox drained by one task at a time, so a saga's messages run in order.
+
+Processing a message: load the saga on first use (rehydration) and publish any outbox left from
+before; `decide()`; store the new state and its outbox with a version check (on conflict: reload
+and decide again); publish the outbox and wait for the broker's confirms; only then resolve the
+sender's future, which is when the broker delivery gets acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING
+
+import structlog
+
+from orchestrator.core.decide import decide
+from orchestrator.core.messages import Decision, Message, StartSaga
+from orchestrator.core.saga import Saga
+from orchestrator.errors import SagaExists, SagawireError, VersionConflict
+from orchestrator.runtime.wire import command_message
+
+if TYPE_CHECKING:
+    from orchestrator.runtime.system import ActorSystem
+
+log = structlog.get_logger("sagawire.actor")
+
+MAX_CONFLICT_RETRIES = 20
+
+
+class UnknownSaga(SagawireError):
+    def __init__(self, saga_id: str) -> None:
+        self.saga_id = saga_id
+        super().__init__(f"no saga with id {saga_id!r}")
+
+
+class ConflictStorm(SagawireError):
+    pass
+
+
+_Work = tuple[Message | None, asyncio.Future[Decision | None]]
+
+
+class SagaActor:
+    def __init__(self, saga_id: str, system: ActorSystem) -> None:
+        self.saga_id = saga_id
+        self._system = system
+        self._saga: Saga | None = None
+        self._loaded = False
+        self._mailbox: collections.deque[_Work] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self.last_active = system.clock.now()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def idle(self) -> bool:
+        return not self._mailbox and self._task is None
+
+    @property
+    def finished(self) -> bool:
+        return self._saga is not None and self._saga.status.finished
+
+    def tell(self, message: Message | None) -> asyncio.Future[Decision | None]:
+        """Queue a message (None: just rehydrate and flush the outbox); the future settles
+        once it is stored and its commands are confirmed."""
+        future: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
+        self._mailbox.append((message, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name=f"saga-{self.saga_id}")
+        return future
+
+    def abandon(self) -> None:
+        """Cancel whatever waits in the mailbox (the runtime is being killed)."""
+        for _, future in self._mailbox:
+            future.cancel()
+        self._mailbox.clear()
+
+    async def _drain(self) -> None:
+        future: asyncio.Future[Decision | None] | None = None
+        try:
+            while self._mailbox:
+                message, future = self._mailbox.popleft()
+                if future.cancelled():
+                    continue
+                try:
+                    result = await self._process(message)
+                except Exception as exc:  # noqa: BLE001 - handed to the sender, who settles the delivery
+                    # The cached state may be ahead of or behind the store now: reload next time.
+                    self._loaded = False
+                    if not future.done():
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(result)
+                self.last_active = self._system.clock.now()
+        except asyncio.CancelledError:
+            # Killed: nobody waits in vain, and nothing is acked that was not finished.
+            for _, waiting in [*([(None, future)] if future else []), *self._mailbox]:
+                if waiting is not None:
+                    waiting.cancel()
+            self._mailbox.clear()
+            raise
+        finally:
+            self._task = None
+            self._system.actor_idle(self)
+
+    async def _load(self) -> None:
+        self._saga = await self._system.store.load(self.saga_id)
+        self._loaded = True
+        if self._saga is not None and self._saga.outbox:
+            await self._flush(self._saga)
+        if self._saga is not None:
+            self._system.timers.set(self.saga_id, self._saga.deadline)
+
+    async def _process(self, message: Message | None) -> Decision | None:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            fresh = not self._loaded
+            if fresh:
+                await self._load()
+            if message is None:
+                return None
+            saga = self._saga
+            if saga is not None:
+                definition = self._system.definition(saga.machine, saga.machine_version)
+            elif isinstance(message, StartSaga):
+                definition = self._system.definition(message.machine, None)
+            else:
+                raise UnknownSaga(self.saga_id)
+            decision = decide(definition, saga, message, self._system.clock.now())
+            if not decision.changed:
+                if not fresh:
+                    # Another replica may have moved the saga on since it was cached: a message
+                    # is only called stale or duplicate against the stored state.
+                    self._loaded = False
+                    continue
+                self._system.stats.decisions[decision.disposition.value] += 1
+                return decision
+            try:
+                if saga is None:
+                    stored = await self._system.store.insert(decision.saga)
+                else:
+                    stored = await self._system.store.save(decision.saga)
+            except (VersionConflict, SagaExists) as exc:
+                self._system.stats.conflicts += 1
+                log.debug("version_conflict", saga_id=self.saga_id, error=str(exc))
+                self._loaded = False
+                continue
+            self._saga = stored
+            await self._flush(stored)
+            self._system.timers.set(self.saga_id, stored.deadline)
+            self._system.decided(decision, stored)
+            return decision
+        raise ConflictStorm(
+            f"saga {self.saga_id!r}: {MAX_CONFLICT_RETRIES} version conflicts in a row"
+        )
+
+    async def _flush(self, saga: Saga) -> None:
+        """Publish the outbox, all confirms awaited together, then mark it published."""
+        if not saga.outbox:
+            return
+        broker = self._system.broker
+        messages = [command_message(command) for command in saga.outbox]
+        await asyncio.gather(
+            *(broker.publish(m.exchange, m.routing_key, m) for m in messages)
+        )
+        await self._system.store.mark_published(saga.saga_id, saga.version)
+        self._system.stats.commands_published += len(messages)
+        saga.outbox = []
+

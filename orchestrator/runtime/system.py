@@ -1,0 +1,368 @@
+"""The actor system: routes deliveries to saga actors and keeps the set of live actors bounded.
+
+    async with ActorSystem(registry, store, broker) as system:
+        await system.start_saga("order", {"order_id": "o-1", ...})
+
+At start it declares the topology, publishes outboxes left unconfirmed by a crash, fires what
+is due, and consumes the reply queues of every service its machines use and the control queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.messages import Decision, Disposition, Message, StartSaga, TimerFired
+from orchestrator.core.saga import Saga
+from orchestrator.errors import SagawireError
+from orchestrator.machines import MachineRegistry, UnknownMachine
+from orchestrator.ports import Broker, Clock, Delivery, SagaStore, Subscription
+from orchestrator.runtime.actor import SagaActor, UnknownSaga
+from orchestrator.runtime.clock import SystemClock
+from orchestrator.runtime.stats import RuntimeStats
+from orchestrator.runtime.timers import Timers
+from orchestrator.runtime.wire import InvalidMessage, parse_control, parse_reply
+from participants_sdk import protocol
+
+log = structlog.get_logger("sagawire.runtime")
+
+DecisionListener = Callable[[Decision, Saga], None]
+
+
+class RuntimeStopped(SagawireError):
+    """The runtime was stopped or killed; the message is left for another one."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    max_live_actors: int = 10_000
+    """Live actors at most; past it, new sagas wait for an idle one to be passivated."""
+    passivate_after: float = 60.0
+    """Seconds an actor may sit idle before it is dropped from memory."""
+    sweep_interval: float = 5.0
+    """Seconds between looks in the store for due sagas this process has no timer for."""
+    batch: int = 1_000
+    """Sagas fetched per sweep or recovery query."""
+    prefetch: int = 256
+    """Unsettled deliveries per consumer."""
+    transient_retry_cap: float = 5.0
+    """Longest pause between tries when the store or broker fails while processing."""
+    transient_give_up: float = 60.0
+    """Seconds of failing tries after which a delivery is requeued."""
+
+
+class ActorSystem:
+    def __init__(
+        self,
+        registry: MachineRegistry,
+        store: SagaStore,
+        broker: Broker,
+        *,
+        clock: Clock | None = None,
+        settings: RuntimeSettings | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.broker = broker
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings or RuntimeSettings()
+        self.stats = RuntimeStats()
+        self.listeners: list[DecisionListener] = []
+        self.timers = Timers(self.clock, self._fire_timer)
+        self._actors: collections.OrderedDict[str, SagaActor] = collections.OrderedDict()
+        self._slot_freed = asyncio.Event()
+        self._subscriptions: list[Subscription] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ActorSystem:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    def services(self) -> list[str]:
+        return sorted({service for d in self.registry for service in d.services()})
+
+    async def start(self, *, consume: bool = True) -> None:
+        await self.broker.declare_topology(self.services())
+        self.timers.start()
+        await self.recover()
+        if consume:
+            for service in self.services():
+                self._subscriptions.append(
+                    await self.broker.consume(
+                        protocol.reply_queue(service), self._on_reply,
+                        prefetch=self.settings.prefetch,
+                    )
+                )
+            self._subscriptions.append(
+                await self.broker.consume(
+                    protocol.CONTROL_QUEUE, self._on_control, prefetch=self.settings.prefetch
+                )
+            )
+        self._loops = [
+            asyncio.create_task(self._sweep_loop(), name="sagawire-sweeper"),
+            asyncio.create_task(self._passivation_loop(), name="sagawire-passivation"),
+        ]
+        log.info("runtime_started", services=self.services(), machines=len(self.registry))
+
+    async def stop(self) -> None:
+        """Stop consuming, let every actor finish what it holds, then stop the timers."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in self._subscriptions:
+            await subscription.cancel()
+        self._subscriptions.clear()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.timers.stop()
+        log.info("runtime_stopped", **self.stats.summary())
+
+    async def kill(self) -> None:
+        """Drop everything at once, as a crash would: nothing in flight is finished."""
+        self._closed = True
+        tasks = [*self._loops, *self._background, *self._actor_tasks()]
+        for task in tasks:
+            task.cancel()
+        for actor in self._actors.values():
+            actor.abandon()  # a task cancelled before it ran never sees its CancelledError
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.timers.stop()
+        self._subscriptions.clear()
+        self._actors.clear()
+
+    def busy(self) -> list[asyncio.Task[Any]]:
+        """Tasks with work in hand: actors draining a mailbox and timer wake-ups."""
+        return [*self._background, *self._actor_tasks()]
+
+    def _actor_tasks(self) -> list[asyncio.Task[None]]:
+        return [a.task for a in self._actors.values() if a.task is not None]
+
+    # -- telling actors -------------------------------------------------------------------
+
+    @property
+    def live_actors(self) -> int:
+        return len(self._actors)
+
+    def definition(self, name: str, version: int | None) -> MachineDefinition:
+        return self.registry.latest(name) if version is None else self.registry.get(name, version)
+
+    async def tell(self, saga_id: str, message: Message | None) -> Decision | None:
+        """Run one message through the saga's actor; returns once stored and published."""
+        if self._closed:
+            raise RuntimeStopped("the runtime is stopped")
+        actor = await self._actor(saga_id)
+        return await actor.tell(message)
+
+    async def start_saga(
+        self, machine: str, data: dict[str, Any], *, saga_id: str | None = None
+    ) -> Decision:
+        """Start a saga in this process (the control queue does the same for other processes)."""
+        saga_id = saga_id or uuid.uuid4().hex
+        self.definition(machine, None)  # unknown machine: fail before creating an actor
+        decision = await self.tell(saga_id, StartSaga(saga_id=saga_id, machine=machine, data=data))
+        if decision is None:  # pragma: no cover - only None messages give None
+            raise RuntimeError("start gave no decision")
+        return decision
+
+    async def _actor(self, saga_id: str) -> SagaActor:
+        while True:
+            actor = self._actors.get(saga_id)
+            if actor is not None:
+                self._actors.move_to_end(saga_id)
+                return actor
+            if len(self._actors) < self.settings.max_live_actors or self._evict_idle():
+                actor = SagaActor(saga_id, self)
+                self._actors[saga_id] = actor
+                return actor
+            # Every live actor is busy: hold this delivery (and so the consumer) until one is free.
+            self.stats.backpressure_waits += 1
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    def _evict_idle(self) -> bool:
+        for saga_id, actor in self._actors.items():
+            if actor.idle:
+                del self._actors[saga_id]
+                self.stats.passivated += 1
+                return True
+        return False
+
+    def actor_idle(self, actor: SagaActor) -> None:
+        """Called by an actor whose mailbox ran dry."""
+        if actor.finished and self._actors.get(actor.saga_id) is actor:
+            # A finished saga only ever sees late duplicates: no reason to keep it in memory.
+            del self._actors[actor.saga_id]
+        self._slot_freed.set()
+
+    def decided(self, decision: Decision, stored: Saga) -> None:
+        self.stats.count_decision(decision, stored)
+        for listener in self.listeners:
+            try:
+                listener(decision, stored)
+            except Exception:
+                log.exception("listener_failed", saga_id=stored.saga_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- timers, sweeps, recovery, passivation --------------------------------------------
+
+    def _fire_timer(self, saga_id: str) -> None:
+        if not self._closed:
+            self._spawn(self._wake(saga_id))
+
+    async def _wake(self, saga_id: str) -> None:
+        self.stats.timer_fires += 1
+        try:
+            await self._tell_patiently(saga_id, TimerFired())
+        except UnknownSaga:
+            pass
+        except Exception:
+            log.exception("timer_failed", saga_id=saga_id)
+
+    async def sweep(self) -> int:
+        """Wake due sagas this process holds no timer for (after a restart, or other replicas')."""
+        due = await self.store.due(self.clock.now(), self.settings.batch)
+        woken = 0
+        for saga_id in due:
+            if saga_id not in self.timers:
+                self._fire_timer(saga_id)
+                woken += 1
+        return woken
+
+    async def recover(self) -> int:
+        """Publish every outbox a crash left unconfirmed, then wake what is due."""
+        recovered = 0
+        while True:
+            ids = await self.store.with_outbox(self.settings.batch)
+            if not ids:
+                break
+            await asyncio.gather(*(self.tell(saga_id, None) for saga_id in ids))
+            recovered += len(ids)
+            if len(ids) < self.settings.batch:
+                break
+        self.stats.recovered_outboxes += recovered
+        await self.sweep()
+        if recovered:
+            log.info("outboxes_recovered", sagas=recovered)
+        return recovered
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.settings.sweep_interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweep_failed")
+
+    async def _passivation_loop(self) -> None:
+        interval = max(self.settings.passivate_after / 2, 0.01)
+        while True:
+            await self.clock.sleep(interval)
+            self.passivate_idle()
+
+    def passivate_idle(self) -> int:
+        now = self.clock.now()
+        stale = [
+            saga_id for saga_id, actor in self._actors.items()
+            if actor.idle and (now - actor.last_active).total_seconds() >= self.settings.passivate_after
+        ]
+        for saga_id in stale:
+            del self._actors[saga_id]
+        self.stats.passivated += len(stale)
+        if stale:
+            self._slot_freed.set()
+        return len(stale)
+
+    # -- deliveries -----------------------------------------------------------------------
+
+    async def _on_reply(self, delivery: Delivery) -> None:
+        await self._deliver(delivery, _reply_message)
+
+    async def _on_control(self, delivery: Delivery) -> None:
+        await self._deliver(delivery, _control_message)
+
+    async def _tell_patiently(self, saga_id: str, message: Message) -> Decision | None:
+        """Tell, trying again with growing pauses while the store or broker fails."""
+        pause, waited = 0.05, 0.0
+        while True:
+            try:
+                return await self.tell(saga_id, message)
+            except (UnknownSaga, UnknownMachine, RuntimeStopped):
+                raise
+            except Exception as exc:
+                if waited >= self.settings.transient_give_up or self._closed:
+                    raise
+                self.stats.transient_failures += 1
+                log.warning("processing_failed_retrying", saga_id=saga_id, error=str(exc),
+                            pause=pause)
+                await self.clock.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, self.settings.transient_retry_cap)
+
+    async def _deliver(
+        self, delivery: Delivery, parse: Callable[[protocol.WireMessage], tuple[str, Message]]
+    ) -> None:
+        """The one place that decides ack, dead-letter or requeue for an incoming message."""
+        message = delivery.message
+        try:
+            saga_id, core_message = parse(message)
+            with structlog.contextvars.bound_contextvars(
+                saga_id=saga_id, message_id=message.message_id, type=message.type
+            ):
+                decision = await self._tell_patiently(saga_id, core_message)
+        except InvalidMessage as exc:
+            await self._dead_letter(delivery, "invalid_message", str(exc))
+        except UnknownSaga as exc:
+            await self._dead_letter(delivery, "unknown_saga", str(exc))
+        except UnknownMachine as exc:
+            await self._dead_letter(delivery, "unknown_machine", str(exc))
+        except RuntimeStopped:
+            await delivery.requeue()
+        except Exception:
+            log.exception("delivery_requeued", queue=delivery.queue, message_id=message.message_id)
+            self.stats.requeued += 1
+            await delivery.requeue()
+        else:
+            if decision is not None and decision.disposition in (
+                Disposition.INVALID, Disposition.UNEXPECTED,
+            ):
+                await self._dead_letter(delivery, decision.disposition.value, decision.reason or "")
+            else:
+                await delivery.ack()
+
+    async def _dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
+        self.stats.dead_lettered[kind] += 1
+        log.warning("dead_lettered", queue=delivery.queue, kind=kind, reason=reason,
+                    message_id=delivery.message.message_id)
+        await delivery.dead_letter(f"{kind}: {reason}")
+
+
+def _reply_message(message: protocol.WireMessage) -> tuple[str, Message]:
+    saga_id, reply = parse_reply(message)
+    return saga_id, reply
+
+
+def _control_message(message: protocol.WireMessage) -> tuple[str, Message]:
+    saga_id, request, _machine = parse_control(message)
+    return saga_id, request
+

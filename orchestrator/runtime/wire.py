@@ -1,0 +1,139 @@
+"""Between wire messages and the core's messages: commands out, replies and control requests in.
+
+Anything that cannot be read raises `InvalidMessage` with a reason fit for a dead-letter header.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.core.messages import OperatorRequest, StartSaga, StepReply
+from orchestrator.core.saga import OutgoingCommand
+from participants_sdk import protocol as p
+
+CONTROL_VERBS = ("start", "abort", "retry", "resume")
+
+
+class InvalidMessage(ValueError):
+    """A message that can never be processed; `reason` goes into the dead-letter headers."""
+
+
+def command_message(command: OutgoingCommand) -> p.WireMessage:
+    headers: dict[str, Any] = {
+        p.H_MACHINE: command.machine,
+        p.H_VERSION: command.version,
+        p.H_STEP: command.step,
+        p.H_VISIT: command.visit,
+        p.H_ATTEMPT: command.attempt,
+        p.H_IDEMPOTENCY_KEY: command.idempotency_key,
+        p.H_SERVICE: command.service,
+    }
+    if command.compensates is not None:
+        headers[p.H_COMPENSATES] = command.compensates
+    return p.WireMessage.json(
+        type=command.name,
+        payload=command.payload,
+        correlation_id=command.saga_id,
+        headers=headers,
+        message_id=command.message_id,
+    ).routed(p.COMMANDS_EXCHANGE, p.command_routing_key(command.service, command.name))
+
+
+
+def _body(message: p.WireMessage) -> dict[str, Any]:
+    if message.content_type not in (p.CONTENT_TYPE_JSON, "", None):
+        raise InvalidMessage(f"content type {message.content_type!r} is not {p.CONTENT_TYPE_JSON}")
+    try:
+        return p.decode_json_object(message.body)
+    except p.BodyError as exc:
+        raise InvalidMessage(str(exc)) from None
+
+
+def _require_header(message: p.WireMessage, name: str) -> str:
+    value = message.header_str(name)
+    if not value:
+        raise InvalidMessage(f"header {name} is missing")
+    return value
+
+
+def _require_int_header(message: p.WireMessage, name: str) -> int:
+    value = message.header_int(name)
+    if value is None or value < 1:
+        raise InvalidMessage(f"header {name} must be a positive integer, got {message.headers.get(name)!r}")
+    return value
+
+
+def saga_id_of(message: p.WireMessage) -> str:
+    if not message.correlation_id:
+        raise InvalidMessage("correlation_id (the saga id) is missing")
+    return message.correlation_id
+
+
+def parse_reply(message: p.WireMessage) -> tuple[str, StepReply]:
+    """(saga id, reply) from a participant's reply."""
+    saga_id = saga_id_of(message)
+    if not message.type:
+        raise InvalidMessage("type (the event name) is missing")
+    reply = StepReply(
+        step=_require_header(message, p.H_STEP),
+        visit=_require_int_header(message, p.H_VISIT),
+        attempt=_require_int_header(message, p.H_ATTEMPT),
+        event=message.type,
+        payload=_body(message),
+        rejected=bool(message.headers.get(p.H_REJECTED, False)),
+        message_id=message.message_id,
+        machine=_require_header(message, p.H_MACHINE),
+    )
+    return saga_id, reply
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    machine: str = Field(min_length=1)
+    saga_id: str = Field(min_length=1, max_length=200)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperatorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    saga_id: str = Field(min_length=1)
+    operator: str = Field(min_length=1)
+    compensate: bool = False
+    reason: str | None = None
+
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(x) for x in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def parse_control(message: p.WireMessage) -> tuple[str, StartSaga | OperatorRequest, str | None]:
+    """(saga id, core message, machine for a start) from a control request."""
+    verb = message.type
+    if verb not in CONTROL_VERBS:
+        raise InvalidMessage(f"unknown control verb {verb!r}; expected one of {', '.join(CONTROL_VERBS)}")
+    body = _body(message)
+    try:
+        if verb == "start":
+            start = StartBody.model_validate(body)
+            return start.saga_id, StartSaga(
+                saga_id=start.saga_id, machine=start.machine, data=start.data,
+                request_id=message.message_id,
+            ), start.machine
+        request = OperatorBody.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid {verb} request: {_validation_reason(exc)}") from None
+    action: Literal["abort", "retry", "resume"] = verb  # type: ignore[assignment]
+    return request.saga_id, OperatorRequest(
+        action=action,
+        operator=request.operator,
+        request_id=message.message_id,
+        compensate=request.compensate,
+        reason=request.reason,
+    ), None

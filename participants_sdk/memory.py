@@ -1,0 +1,445 @@
+"""An in-process broker with RabbitMQ's semantics, for the embedded demo and tests.
+
+`MemoryBroker` is the server; `MemoryBroker.connect()` gives a `MemoryConnection`, which
+implements the `Broker` port. What it keeps faithful, because Sagawire's guarantees rest on it:
+
+- topic (`*`, `#`) and direct exchanges, and the default exchange (routing key = queue name);
+- a message that no queue is bound for is kept in `MemoryBroker.unroutable`, never dropped;
+- round-robin across a queue's consumers, at most `prefetch` unsettled deliveries per consumer,
+  each delivery handled in its own task;
+- a returned delivery (requeue, a handler that raised, a closed connection) goes back to the
+  front of its queue flagged `redelivered` and counts towards `delivery_limit`; past it the
+  message is dead-lettered, as a quorum queue does;
+- closing a connection returns its unsettled deliveries: that is how tests simulate a crash.
+  Settling one of them afterwards is a no-op, like acking on a dead channel.
+
+Left out: persistence, TTLs, priorities, exclusive consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import operator
+from collections import deque
+from typing import TYPE_CHECKING, Final, Literal
+
+import structlog
+
+from participants_sdk import protocol as p
+from participants_sdk.errors import AlreadySettledError, BrokerClosed, TopologyError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from participants_sdk.transport import DeliveryHandler
+
+DELIVERY_LIMIT_REASON: Final = "delivery limit exceeded"
+DEFAULT_EXCHANGE: Final = ""
+
+_log = structlog.get_logger(__name__)
+
+
+def topic_matches(binding_key: str, routing_key: str) -> bool:
+    """AMQP topic matching: dot-separated words, `*` is exactly one word, `#` zero or more."""
+    return _match(tuple(binding_key.split(".")), tuple(routing_key.split(".")))
+
+
+def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    return bool(words) and head in {"*", words[0]} and _match(rest, words[1:])
+
+
+@dataclasses.dataclass(eq=False)
+class _Exchange:
+    kind: Literal["topic", "direct"]
+    bindings: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (key, queue)
+
+    def route(self, routing_key: str) -> list[str]:
+        matches = topic_matches if self.kind == "topic" else operator.eq
+        return list(dict.fromkeys(q for key, q in self.bindings if matches(key, routing_key)))
+
+
+@dataclasses.dataclass(eq=False)
+class _Entry:
+    message: p.WireMessage
+    returns: int = 0  # how often it came back unsettled: the quorum queue's delivery count
+
+
+@dataclasses.dataclass(eq=False)
+class _Queue:
+    name: str
+    dead_letters: bool  # False for the DLQs themselves: they keep what they hold, no limit
+    ready: deque[_Entry] = dataclasses.field(default_factory=deque)
+    consumers: list[_Consumer] = dataclasses.field(default_factory=list)
+    unsettled: set[MemoryDelivery] = dataclasses.field(default_factory=set)
+    cursor: int = 0
+
+    def next_consumer(self) -> _Consumer | None:
+        """Round-robin over the consumers that have room under their prefetch."""
+        count = len(self.consumers)
+        for offset in range(count):
+            index = (self.cursor + offset) % count
+            consumer = self.consumers[index]
+            if len(consumer.unsettled) < consumer.prefetch:
+                self.cursor = index + 1
+                return consumer
+        return None
+
+
+@dataclasses.dataclass(eq=False)
+class _Consumer:
+    queue: _Queue
+    handler: DeliveryHandler
+    prefetch: int
+    unsettled: dict[int, MemoryDelivery] = dataclasses.field(default_factory=dict)
+
+    def cancel(self) -> None:
+        if self in self.queue.consumers:
+            self.queue.consumers.remove(self)
+
+    def release(self, delivery: MemoryDelivery) -> None:
+        self.unsettled.pop(delivery.tag, None)
+        self.queue.unsettled.discard(delivery)
+
+
+class MemoryDelivery:
+    """One delivery of a queued message to a consumer; settle it exactly once."""
+
+    def __init__(self, core: _Core, consumer: _Consumer, entry: _Entry, tag: int) -> None:
+        self.core = core
+        self.consumer = consumer
+        self.entry = entry
+        self.tag = tag
+        self.settled_by: str | None = None
+        self.stale = False  # its connection closed and the message went back to the queue
+
+    @property
+    def message(self) -> p.WireMessage:
+        return self.entry.message
+
+    @property
+    def queue(self) -> str:
+        return self.consumer.queue.name
+
+    @property
+    def redelivered(self) -> bool:
+        return self.entry.returns > 0
+
+    @property
+    def delivery_count(self) -> int:
+        """How many earlier deliveries of this message came back unsettled."""
+        return self.entry.returns
+
+    @property
+    def pending(self) -> bool:
+        """Not settled yet, on a live connection."""
+        return self.settled_by is None and not self.stale
+
+    async def ack(self) -> None:
+        self._settle("ack")
+
+    async def requeue(self) -> None:
+        self._settle("requeue", lambda: self.core.give_back(self.consumer.queue, self.entry))
+
+    async def dead_letter(self, reason: str) -> None:
+        self._settle(
+            "dead_letter", lambda: self.core.dead_letter(self.consumer.queue, self.message, reason)
+        )
+
+    async def retry_later(self, delay: float, headers: dict[str, object]) -> None:
+        again, queue = self.message.with_headers(**headers), self.consumer.queue
+        self._settle("retry_later", lambda: self.core.retry_later(queue, again, delay))
+
+    def _settle(self, how: str, then: Callable[[], None] | None = None) -> None:
+        if self.settled_by is not None:
+            raise AlreadySettledError(
+                f"cannot {how} message {self.message.message_id} from {self.queue}: "
+                f"it was settled already by {self.settled_by}"
+            )
+        if self.stale:
+            _log.warning(
+                "settle on a closed connection ignored; the message was returned to its queue",
+                queue=self.queue, message_id=self.message.message_id, settle=how,
+            )
+            return
+        self.settled_by = how
+        self.consumer.release(self)
+        if then is not None:
+            then()
+        self.core.pump(self.consumer.queue)
+
+
+async def _run_handler(handler: DeliveryHandler, delivery: MemoryDelivery) -> None:
+    try:
+        await handler(delivery)
+    except asyncio.CancelledError:
+        if delivery.pending:  # the consumer died mid-delivery: the message goes back
+            await delivery.requeue()
+        raise
+    except Exception:  # noqa: BLE001 - whatever a consumer raises, the message must not be lost
+        _log.exception(
+            "delivery handler raised without settling; requeueing",
+            queue=delivery.queue, message_id=delivery.message.message_id,
+        )
+        if delivery.pending:
+            await delivery.requeue()
+    else:
+        if delivery.pending:
+            _log.warning(
+                "delivery handler returned without settling; the message stays unacked",
+                queue=delivery.queue, message_id=delivery.message.message_id,
+            )
+
+
+class _Core:
+    """The server state shared by a broker and its connections."""
+
+    def __init__(self, delivery_limit: int) -> None:
+        self.delivery_limit = delivery_limit
+        self.exchanges: dict[str, _Exchange] = {}
+        self.queues: dict[str, _Queue] = {}
+        self.unroutable: list[p.WireMessage] = []
+        self.tags = itertools.count(1)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.retries_pending = 0
+        self.changed = asyncio.Event()
+
+    def declare_exchange(self, name: str, kind: Literal["topic", "direct"]) -> None:
+        exchange = self.exchanges.setdefault(name, _Exchange(kind))
+        if exchange.kind != kind:
+            raise TopologyError(f"exchange {name!r} exists as {exchange.kind}, not {kind}")
+
+    def declare_queue(self, name: str) -> None:
+        if name in self.queues:
+            return
+        self.queues[name] = _Queue(name, dead_letters=True)
+        dlq = p.dead_letter_queue(name)
+        self.queues.setdefault(dlq, _Queue(dlq, dead_letters=False))
+        self.declare_exchange(p.DEAD_LETTER_EXCHANGE, "direct")
+        self.bind(p.DEAD_LETTER_EXCHANGE, name, dlq)
+
+    def bind(self, exchange: str, key: str, queue: str) -> None:
+        self.queue(queue)
+        bindings = self.exchange(exchange).bindings
+        if (key, queue) not in bindings:
+            bindings.append((key, queue))
+
+    def exchange(self, name: str) -> _Exchange:
+        try:
+            return self.exchanges[name]
+        except KeyError:
+            raise TopologyError(f"exchange {name!r} is not declared") from None
+
+    def queue(self, name: str) -> _Queue:
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise TopologyError(f"queue {name!r} is not declared") from None
+
+    def route(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
+        message = message.routed(exchange, routing_key)
+        if exchange == DEFAULT_EXCHANGE:
+            targets = [routing_key] if routing_key in self.queues else []
+        else:
+            targets = self.exchange(exchange).route(routing_key)
+        if not targets:
+            self.unroutable.append(message)
+            _log.warning(
+                "message unroutable, kept in MemoryBroker.unroutable",
+                exchange=exchange, routing_key=routing_key, message_id=message.message_id,
+            )
+            self.changed.set()
+        for name in targets:
+            queue = self.queues[name]
+            queue.ready.append(_Entry(message))
+            self.pump(queue)
+
+    def pump(self, queue: _Queue) -> None:
+        """Hand ready messages to consumers with room, each delivery in its own task."""
+        while queue.ready and (consumer := queue.next_consumer()) is not None:
+            delivery = MemoryDelivery(self, consumer, queue.ready.popleft(), next(self.tags))
+            consumer.unsettled[delivery.tag] = delivery
+            queue.unsettled.add(delivery)
+            task = asyncio.get_running_loop().create_task(
+                _run_handler(consumer.handler, delivery), name=f"{queue.name}#{delivery.tag}"
+            )
+            self.tasks.add(task)
+            task.add_done_callback(self.task_done)
+        self.changed.set()
+
+    def task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.changed.set()
+
+    def give_back(self, queue: _Queue, entry: _Entry) -> None:
+        entry.returns += 1
+        if queue.dead_letters and entry.returns > self.delivery_limit:
+            self.dead_letter(queue, entry.message, DELIVERY_LIMIT_REASON)
+        else:
+            queue.ready.appendleft(entry)
+            self.pump(queue)
+
+    def dead_letter(self, queue: _Queue, message: p.WireMessage, reason: str) -> None:
+        _log.warning(
+            "message dead-lettered", queue=queue.name, message_id=message.message_id, reason=reason
+        )
+        letter = message.with_headers(**{
+            p.H_DEAD_LETTER_REASON: reason,
+            p.H_DEAD_LETTER_QUEUE: queue.name,
+            p.H_ORIGINAL_EXCHANGE: message.exchange,
+            p.H_ORIGINAL_ROUTING_KEY: message.routing_key,
+        })
+        self.route(p.DEAD_LETTER_EXCHANGE, queue.name, letter)
+
+    def retry_later(self, queue: _Queue, message: p.WireMessage, delay: float) -> None:
+        """Re-enqueue after `delay`, like a per-message delay queue: no retry waits for another."""
+
+        def arrive() -> None:
+            self.retries_pending -= 1
+            queue.ready.append(_Entry(message))
+            self.pump(queue)
+
+        self.retries_pending += 1
+        asyncio.get_running_loop().call_later(max(delay, 0.0), arrive)
+
+    def busy(self) -> list[str]:
+        reasons = [
+            f"{q.name}: {len(q.ready)} ready, {len(q.unsettled)} unsettled"
+            for q in self.queues.values()
+            if q.unsettled or (q.ready and q.consumers)
+        ]
+        if self.retries_pending:
+            reasons.append(f"{self.retries_pending} retries pending")
+        if self.tasks:
+            reasons.append(f"{len(self.tasks)} delivery handlers running")
+        return reasons
+
+
+class MemorySubscription:
+    def __init__(self, consumer: _Consumer) -> None:
+        self._consumer = consumer
+
+    async def cancel(self) -> None:
+        self._consumer.cancel()
+
+
+class MemoryConnection:
+    """One client connection to a `MemoryBroker`; implements the `Broker` port."""
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+        self._consumers: list[_Consumer] = []
+        self.closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise BrokerClosed("the memory broker connection is closed")
+
+    async def declare_topology(self, services: Iterable[str]) -> None:
+        self._check_open()
+        core = self._core
+        core.declare_exchange(p.COMMANDS_EXCHANGE, "topic")
+        for exchange in (p.REPLIES_EXCHANGE, p.CONTROL_EXCHANGE, p.DEAD_LETTER_EXCHANGE):
+            core.declare_exchange(exchange, "direct")
+        core.declare_queue(p.CONTROL_QUEUE)
+        core.bind(p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY, p.CONTROL_QUEUE)
+        for service in services:
+            core.declare_queue(p.command_queue(service))
+            core.bind(p.COMMANDS_EXCHANGE, p.command_binding(service), p.command_queue(service))
+            core.declare_queue(p.reply_queue(service))
+            core.bind(p.REPLIES_EXCHANGE, service, p.reply_queue(service))
+
+    async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
+        self._check_open()
+        self._core.route(exchange, routing_key, message)
+
+    async def consume(
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int = 64
+    ) -> MemorySubscription:
+        self._check_open()
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        consumer = _Consumer(self._core.queue(queue), handler, prefetch)
+        consumer.queue.consumers.append(consumer)
+        self._consumers.append(consumer)
+        self._core.pump(consumer.queue)
+        return MemorySubscription(consumer)
+
+    async def close(self) -> None:
+        """Cancel consumers and return unsettled deliveries to the front of their queues."""
+        if self.closed:
+            return
+        self.closed = True
+        for consumer in self._consumers:
+            consumer.cancel()
+        orphans = sorted(
+            (d for c in self._consumers for d in c.unsettled.values()), key=lambda d: d.tag
+        )
+        for delivery in reversed(orphans):  # appended left one by one: keeps their order
+            delivery.stale = True
+            delivery.consumer.release(delivery)
+            self._core.give_back(delivery.consumer.queue, delivery.entry)
+        self._consumers.clear()
+        self._core.changed.set()
+
+
+class MemoryBroker:
+    """The in-process server: topology, queues, and inspection helpers for tests and the CLI."""
+
+    def __init__(self, *, delivery_limit: int = 20) -> None:
+        if delivery_limit < 0:
+            raise ValueError(f"delivery_limit must be >= 0, got {delivery_limit}")
+        self._core = _Core(delivery_limit)
+
+    def connect(self) -> MemoryConnection:
+        return MemoryConnection(self._core)
+
+    @property
+    def delivery_limit(self) -> int:
+        return self._core.delivery_limit
+
+    @property
+    def unroutable(self) -> list[p.WireMessage]:
+        """Messages published where no queue was bound, in publish order."""
+        return self._core.unroutable
+
+    def bind(self, exchange: str, binding_key: str, queue: str) -> None:
+        """Declare `queue` (with its DLQ) if needed and bind it, e.g. a tap on `#` in a test."""
+        self._core.declare_queue(queue)
+        self._core.bind(exchange, binding_key, queue)
+
+    def queue_names(self) -> list[str]:
+        return sorted(self._core.queues)
+
+    def queue_depth(self, name: str) -> int:
+        """Messages ready in the queue, not counting unsettled deliveries."""
+        return len(self._core.queue(name).ready)
+
+    def messages(self, name: str) -> list[p.WireMessage]:
+        """The ready messages in delivery order, read without consuming them."""
+        return [entry.message for entry in self._core.queue(name).ready]
+
+    def unsettled(self, name: str) -> int:
+        """Deliveries from the queue that consumers hold and have not settled."""
+        return len(self._core.queue(name).unsettled)
+
+    async def wait_idle(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a bounded drain whose error says what is still busy
+        """Wait until nothing is left to do: no message ready in a queue that has a consumer,
+        nothing unsettled, no retry pending and no delivery handler running.
+
+        Queues nobody consumes (replies in a participant test, the DLQs) may hold messages.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while self._core.busy():
+                    self._core.changed.clear()
+                    await self._core.changed.wait()
+        except TimeoutError:
+            busy = "; ".join(self._core.busy())
+            raise TimeoutError(f"memory broker still busy after {timeout}s: {busy}") from None

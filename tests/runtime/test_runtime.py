@@ -1,0 +1,278 @@
+"""The actor runtime on the memory adapters: rehydration, crashes, conflicts, timers, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from runtime_support import order
+
+from orchestrator.core.saga import SagaStatus
+from orchestrator.demo.participants import FaultPlan, Ledger
+from orchestrator.runtime.system import RuntimeSettings
+from orchestrator.testing import SagaHarness, ScriptedService
+from participants_sdk import protocol
+
+pytestmark = pytest.mark.asyncio
+
+STEPS = [("payment", "payment_executed", {"payment_id": "p-1"}),
+         ("stock", "order_prepared", {"reservation_id": "r-1"}),
+         ("delivery", "order_delivered", {"tracking_id": "t-1"})]
+
+
+def events(saga, kind: str) -> list[tuple[str | None, int | None]]:
+    return [(h.step, h.attempt) for h in saga.history if h.event == kind]
+
+
+async def test_order_saga_succeeds(harness: SagaHarness, shop: tuple[FaultPlan, Ledger]) -> None:
+    _, ledger = shop
+    await harness.start("order", order("o-1"), "o-1")
+    await harness.drain()
+    saga = await harness.saga("o-1")
+    assert saga.status is SagaStatus.SUCCEEDED
+    assert saga.label == "DELIVERED"
+    assert sorted(ledger.applied) == ["o-1:deliver_order:1", "o-1:execute_payment:1",
+                                      "o-1:prepare_order:1"]
+    assert set(ledger.applied.values()) == {1}
+    assert saga.outbox == []
+
+
+async def test_business_failure_compensates_in_reverse(
+    harness: SagaHarness, shop: tuple[FaultPlan, Ledger]
+) -> None:
+    plan, ledger = shop
+    plan.failures["o-2"] = "delivery"
+    await harness.start("order", order("o-2"), "o-2")
+    await harness.drain()
+    saga = await harness.saga("o-2")
+    assert saga.status is SagaStatus.COMPENSATED
+    assert saga.compensation is not None
+    assert saga.compensation.done == ["prepare_order", "execute_payment"]
+    assert ledger.applied["o-2:compensate:prepare_order:1"] == 1
+    assert ledger.applied["o-2:compensate:execute_payment:1"] == 1
+    assert "o-2:deliver_order:1" not in ledger.applied
+
+
+async def test_resumes_after_passivation(registry, manual: dict[str, ScriptedService]) -> None:
+    del manual  # the harness below gets its own services
+    settings = RuntimeSettings(passivate_after=5.0, sweep_interval=60.0)
+    async with SagaHarness(registry, settings=settings) as h:
+        services = {name: ScriptedService(h.broker, name) for name, _, _ in STEPS}
+        for service in services.values():
+            await service.start()
+        await h.start("order", order("o-3"), "o-3")
+        for name, event, payload in STEPS:
+            command = await services[name].next_command()
+            await h.advance(6.0)
+            h.system.passivate_idle()
+            assert h.system.live_actors == 0
+            await services[name].reply(command, event, payload)
+            await h.drain()
+        saga = await h.saga("o-3")
+        assert saga.status is SagaStatus.SUCCEEDED
+        assert [step for step, _ in events(saga, "replied")] == [
+            "execute_payment", "prepare_order", "deliver_order"]
+        assert h.system.stats.passivated >= 3
+
+
+@pytest.mark.parametrize("crash_at", range(3))
+@pytest.mark.parametrize("yields", [0, 1, 2, 3, 5, 8, 13])
+async def test_crash_and_rebuild_between_steps(
+    harness: SagaHarness, manual: dict[str, ScriptedService], crash_at: int, yields: int
+) -> None:
+    """A crash at any point around a reply: the saga still finishes, each step applied once."""
+    await harness.start("order", order("o-4"), "o-4")
+    for index, (name, event, payload) in enumerate(STEPS):
+        command = await manual[name].next_command()
+        await manual[name].reply(command, event, payload)
+        if index == crash_at:
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            await harness.crash()
+            await harness.rebuild()
+        await harness.drain()
+    saga = await harness.saga("o-4")
+    assert saga.status is SagaStatus.SUCCEEDED
+    assert [step for step, _ in events(saga, "replied")] == [
+        "execute_payment", "prepare_order", "deliver_order"]
+    assert [step for step, _ in events(saga, "command_sent")] == [
+        "execute_payment", "prepare_order", "deliver_order"]
+    for service in manual.values():
+        assert manual["payment"].inbox.empty()
+        assert len(set(service.seen_keys)) == 1
+
+
+async def test_concurrent_writer_conflict_loses_nothing(
+    harness: SagaHarness, manual: dict[str, ScriptedService]
+) -> None:
+    await harness.start("order", order("o-5"), "o-5")
+    command = await manual["payment"].next_command()
+    # Another writer (an operator tool, another replica) saves the saga behind the actor's back.
+    other = await harness.saga("o-5")
+    other.data["note"] = "written elsewhere"
+    await harness.store.save(other)
+    await manual["payment"].reply(command, "payment_executed", {"payment_id": "p-5"})
+    await harness.drain()
+    saga = await harness.saga("o-5")
+    assert harness.system.stats.conflicts == 1
+    assert saga.data["note"] == "written elsewhere"
+    assert saga.data["payment"] == {"payment_id": "p-5"}
+    assert saga.state == "prepare_order"
+    assert events(saga, "replied") == [("execute_payment", 1)]
+    assert events(saga, "command_sent") == [("execute_payment", 1), ("prepare_order", 1)]
+
+
+async def test_two_replicas_on_the_same_queues(registry, shop) -> None:
+    del shop
+    async with SagaHarness(registry) as h:
+        plan, ledger = FaultPlan(), Ledger()
+        from orchestrator.demo.participants import demo_services  # noqa: PLC0415
+
+        for service in demo_services(plan, ledger):
+            await h.serve(service)
+        from orchestrator.runtime.system import ActorSystem  # noqa: PLC0415
+
+        second = ActorSystem(registry, h.store, h.broker.connect(), clock=h.clock,
+                             settings=h.settings)
+        await second.start()
+        client = h.broker.connect()
+        for i in range(60):
+            if i % 5 == 0:
+                plan.failures[f"r-{i}"] = ("payment", "stock", "delivery")[i % 3]
+            start = protocol.WireMessage.json(
+                type="start", payload={"machine": "order", "saga_id": f"r-{i}",
+                                       "data": order(f"r-{i}")})
+            await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, start)
+        await h.drain()
+        from orchestrator.testing import drain  # noqa: PLC0415
+
+        await drain(second, h.broker)
+        sagas = h.store.all()
+        assert len(sagas) == 60
+        for saga in sagas:
+            expected = (SagaStatus.COMPENSATED if saga.saga_id in plan.failures
+                        else SagaStatus.SUCCEEDED)
+            assert saga.status is expected, saga.saga_id
+        assert ledger.applied_twice == 0
+        assert h.system.stats.decisions["applied"] > 0
+        assert second.stats.decisions["applied"] > 0
+        await second.stop()
+
+
+async def test_due_timer_fires_once_after_rebuild(
+    harness: SagaHarness, manual: dict[str, ScriptedService]
+) -> None:
+    await harness.start("order", order("o-6"), "o-6")
+    first = await manual["payment"].next_command()
+    assert first.headers[protocol.H_ATTEMPT] == 1
+    await harness.crash()
+    await harness.clock.advance(31)  # past the 30 s timeout while no runtime is running
+    await harness.rebuild()
+    await harness.drain()
+    saga = await harness.saga("o-6")
+    assert events(saga, "timed_out") == [("execute_payment", 1)]
+    assert saga.pending[0].waiting == "backoff"
+    for _ in range(4):  # the 2 s backoff passes; sweeps and timers both look
+        await harness.advance(1.0)
+    retry = await manual["payment"].next_command()
+    assert retry.headers[protocol.H_ATTEMPT] == 2
+    assert retry.headers[protocol.H_IDEMPOTENCY_KEY] == "o-6:execute_payment:1"
+    for _ in range(5):
+        await harness.advance(1.0)
+    assert manual["payment"].inbox.empty()
+    saga = await harness.saga("o-6")
+    assert events(saga, "timed_out") == [("execute_payment", 1)]
+    assert events(saga, "retrying") == [("execute_payment", 2)]
+
+
+class _BrokenPublishes:
+    """A broker connection whose publishes of commands fail, as a dropped connection would."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    async def publish(self, exchange, routing_key, message) -> None:
+        if exchange == protocol.COMMANDS_EXCHANGE:
+            raise ConnectionError("connection lost")
+        await self._inner.publish(exchange, routing_key, message)
+
+
+async def test_commands_stored_but_not_published_go_out_after_crash(
+    harness: SagaHarness, manual: dict[str, ScriptedService]
+) -> None:
+    harness.system.broker = _BrokenPublishes(harness.system.broker)
+    with pytest.raises(ConnectionError):
+        await harness.start("order", order("o-7"), "o-7")
+    stored = await harness.saga("o-7")
+    assert [c.step for c in stored.outbox] == ["execute_payment"]
+    assert manual["payment"].inbox.empty()
+    await harness.crash()
+    await harness.rebuild()
+    await harness.drain()
+    command = await manual["payment"].next_command()
+    assert command.message_id == "o-7:execute_payment:1:1"
+    assert (await harness.saga("o-7")).outbox == []
+    assert harness.system.stats.recovered_outboxes == 1
+    await manual["payment"].reply(command, "payment_executed", {"payment_id": "p-7"})
+    await harness.drain()
+    assert (await harness.saga("o-7")).state == "prepare_order"
+
+
+async def test_live_actor_cap_applies_backpressure(registry) -> None:
+    settings = RuntimeSettings(max_live_actors=3, sweep_interval=60.0)
+    async with SagaHarness(registry, settings=settings) as h:
+        plan, ledger = FaultPlan(), Ledger()
+        from orchestrator.demo.participants import demo_services  # noqa: PLC0415
+
+        for service in demo_services(plan, ledger):
+            await h.serve(service)
+        most = 0
+
+        def watch(_decision, _saga) -> None:
+            nonlocal most
+            most = max(most, h.system.live_actors)
+
+        h.system.listeners.append(watch)
+        client = h.broker.connect()
+        for i in range(40):
+            start = protocol.WireMessage.json(
+                type="start", payload={"machine": "order", "saga_id": f"b-{i}",
+                                       "data": order(f"b-{i}")})
+            await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, start)
+        await h.drain()
+        assert all(s.status is SagaStatus.SUCCEEDED for s in h.store.all())
+        assert len(h.store) == 40
+        assert 0 < most <= 3
+        assert h.system.stats.backpressure_waits > 0
+
+
+async def test_running_saga_keeps_its_machine_version(harness, manual, registry) -> None:
+    from orchestrator.core.definition import MachineDefinition  # noqa: PLC0415
+    from orchestrator.machines import MachineRegistry  # noqa: PLC0415
+
+    await harness.start("order", order("o-8"), "o-8")
+    command = await manual["payment"].next_command()
+    v1 = registry.get("order", 1)
+    snapshot = v1.snapshot()
+    snapshot["version"] = 2
+    snapshot["states"]["execute_payment"]["on"]["payment_executed"] = {
+        "goto": "delivered", "save_as": "payment"}
+    del snapshot["states"]["prepare_order"], snapshot["states"]["deliver_order"]
+    v2 = MachineDefinition.model_validate(snapshot)
+    await harness.crash()
+    harness.registry = MachineRegistry([*registry, v2])
+    await harness.rebuild()
+    await manual["payment"].reply(command, "payment_executed", {"payment_id": "p-8"})
+    await harness.drain()
+    old = await harness.saga("o-8")
+    assert (old.machine_version, old.state) == (1, "prepare_order")
+    await harness.start("order", order("o-9"), "o-9")
+    new_command = await manual["payment"].next_command()
+    assert new_command.headers[protocol.H_VERSION] == 2
+    await manual["payment"].reply(new_command, "payment_executed", {"payment_id": "p-9"})
+    await harness.drain()
+    new = await harness.saga("o-9")
+    assert (new.machine_version, new.status) == (2, SagaStatus.SUCCEEDED)
