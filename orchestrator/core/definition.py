@@ -46,7 +46,10 @@ class _Model(BaseModel):
 
 def _check_template(value: Any, where: str) -> None:  # noqa: ANN401 - input templates are JSON
     if isinstance(value, str) and value.startswith("$") and not value.startswith("$$"):
-        parse_path(value)
+        try:
+            parse_path(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_template(item, f"{where}.{key}")

@@ -38,6 +38,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise YamlProblem(f"a key must be a plain value, not {type(key).__name__}", line) from None
         if key in seen:
             raise YamlProblem(f"duplicate key {key!r} (first defined on line {seen[key]})", line)
         seen[key] = line
