@@ -183,12 +183,12 @@ async def _run_handler(handler: DeliveryHandler, delivery: MemoryDelivery) -> No
             await delivery.requeue()
         raise
     except Exception:  # noqa: BLE001 - whatever a consumer raises, the message must not be lost
+        if delivery.pending:  # settle first: a failing log call must not strand the message
+            await delivery.requeue()
         _log.exception(
-            "delivery handler raised without settling; requeueing",
+            "delivery handler raised; its message was requeued unless settled",
             queue=delivery.queue, message_id=delivery.message.message_id,
         )
-        if delivery.pending:
-            await delivery.requeue()
     else:
         if delivery.pending:
             _log.warning(
@@ -286,9 +286,6 @@ class _Core:
             self.pump(queue)
 
     def dead_letter(self, queue: _Queue, message: p.WireMessage, reason: str) -> None:
-        _log.warning(
-            "message dead-lettered", queue=queue.name, message_id=message.message_id, reason=reason
-        )
         letter = message.with_headers(**{
             p.H_DEAD_LETTER_REASON: reason,
             p.H_DEAD_LETTER_QUEUE: queue.name,
@@ -296,6 +293,9 @@ class _Core:
             p.H_ORIGINAL_ROUTING_KEY: message.routing_key,
         })
         self.route(p.DEAD_LETTER_EXCHANGE, queue.name, letter)
+        _log.warning(
+            "message dead-lettered", queue=queue.name, message_id=message.message_id, reason=reason
+        )
 
     def retry_later(self, queue: _Queue, message: p.WireMessage, delay: float) -> None:
         """Re-enqueue after `delay`, like a per-message delay queue: no retry waits for another."""

@@ -54,6 +54,7 @@ _COPIED_HEADERS: Final = (
 _WORD_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _MAX_CAUSE: Final = 300
 
+# Bound per message, never at import: a module-level Participant exists before logging is set up.
 _log = structlog.get_logger(__name__)
 
 
@@ -97,6 +98,7 @@ class _Handler:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reply:
     reply: StoredReply
+    duplicate: bool  # answered from the dedupe store, the handler did not run
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +153,6 @@ class Participant:
         self._serving = False
         self._stopping = False
         self._in_flight: set[asyncio.Task[Any]] = set()
-        self._log = _log.bind(service=service)
 
     @property
     def commands(self) -> list[str]:
@@ -196,14 +197,15 @@ class Participant:
                 functools.partial(self._serve_one, broker),
                 prefetch=prefetch,
             )
-            self._log.info("participant serving", commands=self.commands, prefetch=prefetch)
+            log = _log.bind(service=self.service)
+            log.info("participant serving", commands=self.commands, prefetch=prefetch)
             try:
                 yield self
             finally:
                 self._stopping = True
                 await subscription.cancel()
                 await self._drain(grace)
-                self._log.info("participant stopped")
+                log.info("participant stopped")
         finally:
             self._serving = False
 
@@ -224,7 +226,7 @@ class Participant:
             return
         _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
         if late:
-            self._log.warning("cancelling handlers still running after grace", count=len(late))
+            _log.warning("cancelling handlers after grace", service=self.service, count=len(late))
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -234,33 +236,40 @@ class Participant:
         if broker is None:
             raise ParticipantError("handle() outside serve() needs the broker to reply through")
         command = delivery.message
-        log = self._log.bind(
-            command=command.type, saga_id=command.correlation_id, message_id=command.message_id
+        log = _log.bind(
+            service=self.service,
+            command=command.type,
+            saga_id=command.correlation_id,
+            message_id=command.message_id,
         )
         outcome = await self._decide(command)
         match outcome:
-            case Reply(stored):
+            # Each case settles first and logs after: a failing log call cannot strand a command.
+            case Reply(stored, duplicate):
                 reply = self._reply(command, stored)
                 try:
                     await broker.publish(p.REPLIES_EXCHANGE, self.service, reply)
-                except Exception:  # unconfirmed: the command returns, its stored reply goes again
-                    log.exception("reply not confirmed; requeueing the command")
+                except Exception as exc:  # unconfirmed: the command returns, its reply goes again
                     await delivery.requeue()
+                    log.warning("reply not confirmed; command requeued", exc_info=exc)
                     return
                 await delivery.ack()
-                log.info("reply sent", reply_event=stored.event, rejected=stored.rejected)
+                log.info(
+                    "reply sent", reply_event=stored.event, rejected=stored.rejected,
+                    duplicate=duplicate,
+                )
             case Retry(delay, retries, cause):
-                log.warning("command retry scheduled", delay=delay, retries=retries, cause=cause)
                 await delivery.retry_later(delay, {p.H_RETRIES: retries})
+                log.warning("command retry scheduled", delay=delay, retries=retries, cause=cause)
             case DeadLetter(reason):
-                log.error("command dead-lettered", reason=reason)
                 await delivery.dead_letter(reason)
+                log.error("command dead-lettered", reason=reason)
 
-    async def _decide(self, message: p.WireMessage) -> Outcome:  # noqa: PLR0911 - every outcome in one place is the point
+    async def _decide(self, message: p.WireMessage) -> Outcome:
         """The one place that decides between reply, retry and dead-letter."""
         try:
             body = p.decode_json_object(message.body)
-            ctx = _read_context(message, self._log)
+            ctx = _read_context(message, _log.bind(service=self.service))
         except (p.BodyError, _MalformedCommandError) as exc:
             return DeadLetter(str(exc))
         handler = self._handlers.get(message.type)
@@ -276,13 +285,13 @@ class Participant:
         async with self._locks.hold(ctx.idempotency_key):
             try:
                 stored = await self.dedupe.get(ctx.idempotency_key)
-                if stored is not None:
+                duplicate = stored is not None
+                if stored is None:
+                    self.handled += 1
+                    stored = await _run(handler, command, ctx)
+                    await self.dedupe.put(ctx.idempotency_key, stored)
+                else:
                     self.duplicates += 1
-                    ctx.log.info("duplicate command answered with the stored reply")
-                    return Reply(stored)
-                self.handled += 1
-                stored = await _run(handler, command, ctx)
-                await self.dedupe.put(ctx.idempotency_key, stored)
             except RetryLater as exc:
                 return self._retry(retries, exc.delay, f"retry requested: {exc.reason or '-'}")
             except Exception as exc:  # a failing handler is retried, then dead-lettered
@@ -290,7 +299,7 @@ class Participant:
                 if retries == 0 or isinstance(outcome, DeadLetter):  # the traceback, first and last
                     ctx.log.warning("command handler failed", retries=retries, exc_info=exc)
                 return outcome
-        return Reply(stored)
+        return Reply(stored, duplicate)
 
     def _retry(self, retries: int, delay: float | None, cause: str) -> Retry | DeadLetter:
         cause = _shorten(cause)
@@ -319,7 +328,6 @@ async def _run(handler: _Handler, command: BaseModel, ctx: CommandContext) -> St
     try:
         result = await handler.fn(command, ctx)
     except Reject as reject:
-        ctx.log.info("command rejected", reply_event=reject.event)
         # Through JSON and back, so the stored reply is exactly what goes on the wire.
         return StoredReply(reject.event, json.loads(p.encode_json(reject.details)), rejected=True)
     if not isinstance(result, BaseModel):

@@ -140,7 +140,9 @@ def _not_pending(saga: Saga, reply: StepReply, pending: PendingStep | None) -> V
         action = reply.step.removeprefix(COMPENSATION_PREFIX)
         if saga.compensation is not None and action in saga.compensation.done:
             return Disposition.DUPLICATE, f"compensation {where} was applied already"
-    elif any(c.step == reply.step and c.visit == reply.visit for c in saga.completed):
+    elif any(c.step == reply.step and c.visit == reply.visit for c in saga.completed) or (
+        f"{reply.step}:{reply.visit}" in saga.rejected
+    ):
         return Disposition.DUPLICATE, f"{where} was applied already"
     if saga.status.finished:
         return Disposition.STALE, f"reply for {where}; the saga is {saga.status.value}"
@@ -160,6 +162,8 @@ def _task_reply(
     if transition is None and not reply.rejected:
         return _unexpected(run, reply)
     run.drop_pending(pending)
+    if reply.rejected:
+        run.saga.rejected.append(f"{reply.step}:{reply.visit}")
     if transition is None:
         # A business failure the machine does not name still means the step did nothing.
         run.begin_compensation(f"step {reply.step!r} failed: {reply.event}", "compensated")
@@ -190,6 +194,8 @@ def _branch_reply(
     if result is None and not reply.rejected:
         return _unexpected(run, reply)
     run.drop_pending(pending)
+    if reply.rejected:
+        run.saga.rejected.append(f"{reply.step}:{reply.visit}")
     if result is not None and result.result == "done" and not reply.rejected:
         run.complete(pending)
         if result.save_path is not None:

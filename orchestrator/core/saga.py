@@ -134,6 +134,8 @@ class Saga(_Model):
     history_dropped: int = 0
     unexpected_events: int = 0
     recent_requests: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
+    """`step:visit` of the steps a participant rejected (they never join `completed`)."""
     version: int = 0
     """Store version; the store increments it on every save."""
     created_at: dt.datetime
@@ -162,6 +164,7 @@ class Saga(_Model):
                 "outbox": list(self.outbox),
                 "history": list(self.history),
                 "recent_requests": list(self.recent_requests),
+                "rejected": list(self.rejected),
             }
         )
 

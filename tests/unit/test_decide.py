@@ -779,6 +779,22 @@ def test_a_duplicate_of_a_rejected_compensation_reply_changes_nothing(order):
     unchanged(decision, saga, Disposition.DUPLICATE)
 
 
+def test_a_late_reply_to_a_timed_out_compensation_attempt(order):
+    saga = compensating_reserve(order)
+    # compensate:reserve attempt 1 times out (30s by default) and waits 2s before attempt 2.
+    saga = applied(order, saga, TimerFired(), at(30)).saga
+    assert saga.pending[0].waiting == "backoff"
+
+    # A late rejection counts for nothing more: that attempt has failed already.
+    late_rejection = reply("compensate:reserve", "still_shipping", rejected=True)
+    decision = run(order, saga, late_rejection, at(31))
+    assert decision.disposition in (Disposition.DUPLICATE, Disposition.STALE)
+    assert decision.saga is saga
+    # A late success still counts: the compensation took effect, go on with the next one.
+    decision = applied(order, saga, reply("compensate:reserve", "released"), at(31))
+    assert steps(decision) == ["compensate:pay"]
+
+
 @pytest.mark.parametrize("where", ["running", "succeeded", "compensated", "final_failed"])
 def test_resume_is_refused_unless_a_compensation_gave_up(order, where):
     if where == "running":
@@ -1040,6 +1056,13 @@ def test_a_reply_naming_a_step_the_machine_does_not_have_is_invalid(order, step)
     saga = start(order)
 
     unchanged(run(order, saga, reply(step, "whatever")), saga, Disposition.INVALID)
+
+
+def test_a_reply_naming_another_machine_is_invalid(order):
+    saga = start(order)
+    message = StepReply("pay", 1, 1, "payment_executed", {}, machine="invoice")
+
+    unchanged(run(order, saga, message), saga, Disposition.INVALID)
 
 
 def test_a_reply_for_a_step_that_is_not_pending_is_stale(order):

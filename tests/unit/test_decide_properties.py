@@ -198,9 +198,9 @@ class Run:
         self.compensations_applied: list[StepVisit] = []
         self.compensations_started: list[StepVisit] = []
         self.operator_requests = 0
+        # An operator aborted without compensating: what was left stays undone.
         self.abandoned = False
         self.resumed = False
-        """An operator aborted without compensating: what was left stays undone."""
         decision = decide(
             self.definition,
             None,
@@ -318,7 +318,17 @@ class Run:
             self.now += dt.timedelta(seconds=self.draw(st.integers(0, 3)))
             pending = self.saga.pending_step(option[1])
             assert pending is not None
-            self.deliver(self.reply_to(pending, option[2]))
+            message = self.reply_to(pending, option[2])
+            if (
+                pending.phase == "compensation"
+                and message.rejected
+                and pending.waiting == "backoff"
+            ):
+                # The attempt timed out, so it has failed already and a retry is scheduled:
+                # its late rejection adds nothing.
+                self.redeliver(message)
+            else:
+                self.deliver(message)
         elif kind in ("old_attempt", "future_attempt"):
             pending = self.saga.pending_step(option[1])
             assert pending is not None

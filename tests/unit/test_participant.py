@@ -7,6 +7,7 @@ import dataclasses
 from typing import ClassVar
 
 import pytest
+import structlog
 from pydantic import BaseModel
 
 from participants_sdk import (
@@ -106,6 +107,12 @@ def payments(**options) -> Participant:
 @pytest.fixture
 def broker() -> MemoryBroker:
     return MemoryBroker()
+
+
+@pytest.fixture(autouse=True)
+def default_logging():
+    # Another test may leave structlog configured for a stream that is closed by now.
+    structlog.reset_defaults()
 
 
 async def run(broker: MemoryBroker, participant: Participant, *messages: WireMessage) -> None:
