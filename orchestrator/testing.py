@@ -159,14 +159,22 @@ class ScriptedService:
     ) -> None:
         headers: dict[str, Any] = {
             name: command.headers[name]
-            for name in (protocol.H_MACHINE, protocol.H_VERSION, protocol.H_STEP,
-                         protocol.H_VISIT, protocol.H_ATTEMPT, protocol.H_IDEMPOTENCY_KEY)
+            for name in (
+                protocol.H_MACHINE,
+                protocol.H_VERSION,
+                protocol.H_STEP,
+                protocol.H_VISIT,
+                protocol.H_ATTEMPT,
+                protocol.H_IDEMPOTENCY_KEY,
+            )
         }
         headers[protocol.H_SERVICE] = self.service
         if rejected:
             headers[protocol.H_REJECTED] = True
         reply = protocol.WireMessage.json(
-            type=event, payload=payload or {}, correlation_id=command.correlation_id,
+            type=event,
+            payload=payload or {},
+            correlation_id=command.correlation_id,
             headers=headers,
         )
         if self.connection is None:

@@ -165,7 +165,9 @@ class MemoryDelivery:
         if self.stale:
             _log.warning(
                 "settle on a closed connection ignored; the message was returned to its queue",
-                queue=self.queue, message_id=self.message.message_id, settle=how,
+                queue=self.queue,
+                message_id=self.message.message_id,
+                settle=how,
             )
             return
         self.settled_by = how
@@ -187,13 +189,15 @@ async def _run_handler(handler: DeliveryHandler, delivery: MemoryDelivery) -> No
             await delivery.requeue()
         _log.exception(
             "delivery handler raised; its message was requeued unless settled",
-            queue=delivery.queue, message_id=delivery.message.message_id,
+            queue=delivery.queue,
+            message_id=delivery.message.message_id,
         )
     else:
         if delivery.pending:
             _log.warning(
                 "delivery handler returned without settling; the message stays unacked",
-                queue=delivery.queue, message_id=delivery.message.message_id,
+                queue=delivery.queue,
+                message_id=delivery.message.message_id,
             )
 
 
@@ -252,7 +256,9 @@ class _Core:
             self.unroutable.append(message)
             _log.warning(
                 "message unroutable, kept in MemoryBroker.unroutable",
-                exchange=exchange, routing_key=routing_key, message_id=message.message_id,
+                exchange=exchange,
+                routing_key=routing_key,
+                message_id=message.message_id,
             )
             self.changed.set()
         for name in targets:
@@ -286,12 +292,14 @@ class _Core:
             self.pump(queue)
 
     def dead_letter(self, queue: _Queue, message: p.WireMessage, reason: str) -> None:
-        letter = message.with_headers(**{
-            p.H_DEAD_LETTER_REASON: reason,
-            p.H_DEAD_LETTER_QUEUE: queue.name,
-            p.H_ORIGINAL_EXCHANGE: message.exchange,
-            p.H_ORIGINAL_ROUTING_KEY: message.routing_key,
-        })
+        letter = message.with_headers(
+            **{
+                p.H_DEAD_LETTER_REASON: reason,
+                p.H_DEAD_LETTER_QUEUE: queue.name,
+                p.H_ORIGINAL_EXCHANGE: message.exchange,
+                p.H_ORIGINAL_ROUTING_KEY: message.routing_key,
+            }
+        )
         self.route(p.DEAD_LETTER_EXCHANGE, queue.name, letter)
         _log.warning(
             "message dead-lettered", queue=queue.name, message_id=message.message_id, reason=reason

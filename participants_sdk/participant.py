@@ -48,7 +48,12 @@ if typing.TYPE_CHECKING:
 
 NAME_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _COPIED_HEADERS: Final = (
-    p.H_MACHINE, p.H_VERSION, p.H_STEP, p.H_VISIT, p.H_ATTEMPT, p.H_IDEMPOTENCY_KEY,
+    p.H_MACHINE,
+    p.H_VERSION,
+    p.H_STEP,
+    p.H_VISIT,
+    p.H_ATTEMPT,
+    p.H_IDEMPOTENCY_KEY,
     p.H_TRACEPARENT,
 )
 _WORD_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -255,7 +260,9 @@ class Participant:
                     return
                 await delivery.ack()
                 log.info(
-                    "reply sent", reply_event=stored.event, rejected=stored.rejected,
+                    "reply sent",
+                    reply_event=stored.event,
+                    rejected=stored.rejected,
                     duplicate=duplicate,
                 )
             case Retry(delay, retries, cause):

@@ -15,6 +15,8 @@ Topology::
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
 import json
 import uuid
 from typing import Any, Final
@@ -145,8 +147,22 @@ class BodyError(ValueError):
     """A message body that is not a JSON object within the size limit."""
 
 
+def _json_default(value: object) -> object:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def encode_json(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return json.dumps(
+        payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+    ).encode()
+
+
+def _no_constants(name: str) -> object:
+    raise BodyError(f"body is not valid JSON: {name} is not a JSON number")
 
 
 def decode_json_object(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
@@ -158,7 +174,7 @@ def decode_json_object(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> dict[
     except UnicodeDecodeError as exc:
         raise BodyError(f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constants)
     except RecursionError:
         raise BodyError("body is JSON nested too deeply") from None
     except json.JSONDecodeError as exc:

@@ -65,7 +65,8 @@ class MemorySagaStore:
     async def due(self, now: dt.datetime, limit: int) -> list[str]:
         self._check()
         due = [
-            s for s in self._sagas.values()
+            s
+            for s in self._sagas.values()
             if s.deadline is not None and s.deadline <= now and not s.status.finished
         ]
         due.sort(key=lambda s: s.deadline or now)

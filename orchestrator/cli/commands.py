@@ -2,5 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.cli import machines_cmd  # noqa: F401
-from orchestrator.cli import demo_cmd  # noqa: F401
+from orchestrator.cli import (
+    demo_cmd,  # noqa: F401
+    machines_cmd,  # noqa: F401
+)

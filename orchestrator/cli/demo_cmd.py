@@ -61,9 +61,7 @@ def _summary(report: DemoReport) -> Table:
 
 @app.command(
     epilog=(
-        "Examples:\n\n"
-        "  sagawire demo\n\n"
-        "  sagawire demo --sagas 500 --failure-rate 0.2 --json"
+        "Examples:\n\n  sagawire demo\n\n  sagawire demo --sagas 500 --failure-rate 0.2 --json"
     ),
 )
 def demo(
@@ -90,20 +88,33 @@ def demo(
     """
     registry = _load(machines or default_machines_path())
     if as_json:
-        report = asyncio.run(run_demo(registry, sagas=sagas, failure_rate=failure_rate,
-                                      seed=seed, timeout=timeout))
+        report = asyncio.run(
+            run_demo(
+                registry, sagas=sagas, failure_rate=failure_rate, seed=seed, finish_within=timeout
+            )
+        )
         typer.echo(json.dumps(report.as_json()))
     else:
         console = Console()
         with Progress(
-            TextColumn("[bold]sagas finished"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("[bold]sagas finished"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         ) as progress:
             task = progress.add_task("sagas", total=sagas)
-            report = asyncio.run(run_demo(
-                registry, sagas=sagas, failure_rate=failure_rate, seed=seed, timeout=timeout,
-                on_progress=lambda done: progress.update(task, completed=done),
-            ))
+            report = asyncio.run(
+                run_demo(
+                    registry,
+                    sagas=sagas,
+                    failure_rate=failure_rate,
+                    seed=seed,
+                    finish_within=timeout,
+                    on_progress=lambda done: progress.update(task, completed=done),
+                )
+            )
         console.print(_summary(report))
     if report.stuck or report.failed or report.applied_twice:
         sys.exit(1)

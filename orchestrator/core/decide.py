@@ -94,7 +94,8 @@ def _on_reply(run: Transitions, reply: StepReply) -> Verdict:
     saga = run.saga
     if reply.machine is not None and reply.machine != saga.machine:
         return Disposition.INVALID, (
-            f"reply names machine {reply.machine!r}, but saga {saga.saga_id!r} runs {saga.machine!r}"
+            f"reply names machine {reply.machine!r}, "
+            f"but saga {saga.saga_id!r} runs {saga.machine!r}"
         )
     known = _known_step(run.definition, reply.step)
     if not known:

@@ -157,8 +157,9 @@ class Saga(_Model):
             update={
                 "data": copy_json(self.data),
                 "visits": dict(self.visits),
-                "pending": [p.model_copy(update={"payload": copy_json(p.payload)})
-                            for p in self.pending],
+                "pending": [
+                    p.model_copy(update={"payload": copy_json(p.payload)}) for p in self.pending
+                ],
                 "completed": list(self.completed),
                 "compensation": compensation,
                 "outbox": list(self.outbox),

@@ -41,7 +41,9 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         try:
             hash(key)
         except TypeError:
-            raise YamlProblem(f"a key must be a plain value, not {type(key).__name__}", line) from None
+            raise YamlProblem(
+                f"a key must be a plain value, not {type(key).__name__}", line
+            ) from None
         if key in seen:
             raise YamlProblem(f"duplicate key {key!r} (first defined on line {seen[key]})", line)
         seen[key] = line

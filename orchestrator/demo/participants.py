@@ -151,4 +151,8 @@ def delivery_service(plan: FaultPlan, ledger: Ledger) -> Participant:
 
 
 def demo_services(plan: FaultPlan, ledger: Ledger) -> list[Participant]:
-    return [payment_service(plan, ledger), stock_service(plan, ledger), delivery_service(plan, ledger)]
+    return [
+        payment_service(plan, ledger),
+        stock_service(plan, ledger),
+        delivery_service(plan, ledger),
+    ]

@@ -17,9 +17,9 @@ from typing import Any
 from orchestrator.adapters.memory import MemoryBroker, MemorySagaStore
 from orchestrator.core.messages import Decision
 from orchestrator.core.saga import Saga, SagaStatus
+from orchestrator.demo.participants import FAILING_SERVICES, FaultPlan, Ledger, demo_services
 from orchestrator.machines import MachineRegistry
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
-from orchestrator.demo.participants import FAILING_SERVICES, FaultPlan, Ledger, demo_services
 from participants_sdk import protocol
 
 DEMO_MACHINE = "order"
@@ -69,7 +69,7 @@ async def run_demo(
     sagas: int,
     failure_rate: float,
     seed: int | None = None,
-    timeout: float = 120.0,
+    finish_within: float = 120.0,
     settings: RuntimeSettings | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> DemoReport:
@@ -108,10 +108,10 @@ async def run_demo(
             await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, request)
         if sagas:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(all_done.wait(), timeout)
+                await asyncio.wait_for(all_done.wait(), finish_within)
     elapsed = time.perf_counter() - began
 
-    outcomes = {status: 0 for status in SagaStatus}
+    outcomes = dict.fromkeys(SagaStatus, 0)
     for saga in store.all():
         outcomes[saga.status] += 1
     done = sum(n for status, n in outcomes.items() if status.finished)

@@ -1,1 +1,1 @@
-"""The actor runtime: one asyncio actor per live saga, driven by the broker, the store and a clock."""
+"""The actor runtime: one asyncio actor per live saga, driven by a broker, a store and a clock."""

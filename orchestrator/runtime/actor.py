@@ -163,10 +163,7 @@ class SagaActor:
             return
         broker = self._system.broker
         messages = [command_message(command) for command in saga.outbox]
-        await asyncio.gather(
-            *(broker.publish(m.exchange, m.routing_key, m) for m in messages)
-        )
+        await asyncio.gather(*(broker.publish(m.exchange, m.routing_key, m) for m in messages))
         await self._system.store.mark_published(saga.saga_id, saga.version)
         self._system.stats.commands_published += len(messages)
         saga.outbox = []
-

@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Self
 
 import structlog
 
@@ -85,7 +85,7 @@ class ActorSystem:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> ActorSystem:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -103,7 +103,8 @@ class ActorSystem:
             for service in self.services():
                 self._subscriptions.append(
                     await self.broker.consume(
-                        protocol.reply_queue(service), self._on_reply,
+                        protocol.reply_queue(service),
+                        self._on_reply,
                         prefetch=self.settings.prefetch,
                     )
                 )
@@ -283,8 +284,10 @@ class ActorSystem:
     def passivate_idle(self) -> int:
         now = self.clock.now()
         stale = [
-            saga_id for saga_id, actor in self._actors.items()
-            if actor.idle and (now - actor.last_active).total_seconds() >= self.settings.passivate_after
+            saga_id
+            for saga_id, actor in self._actors.items()
+            if actor.idle
+            and (now - actor.last_active).total_seconds() >= self.settings.passivate_after
         ]
         for saga_id in stale:
             del self._actors[saga_id]
@@ -313,8 +316,9 @@ class ActorSystem:
                 if waited >= self.settings.transient_give_up or self._closed:
                     raise
                 self.stats.transient_failures += 1
-                log.warning("processing_failed_retrying", saga_id=saga_id, error=str(exc),
-                            pause=pause)
+                log.warning(
+                    "processing_failed_retrying", saga_id=saga_id, error=str(exc), pause=pause
+                )
                 await self.clock.sleep(pause)
                 waited += pause
                 pause = min(pause * 2, self.settings.transient_retry_cap)
@@ -344,7 +348,8 @@ class ActorSystem:
             await delivery.requeue()
         else:
             if decision is not None and decision.disposition in (
-                Disposition.INVALID, Disposition.UNEXPECTED,
+                Disposition.INVALID,
+                Disposition.UNEXPECTED,
             ):
                 await self._dead_letter(delivery, decision.disposition.value, decision.reason or "")
             else:
@@ -352,8 +357,13 @@ class ActorSystem:
 
     async def _dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
         self.stats.dead_lettered[kind] += 1
-        log.warning("dead_lettered", queue=delivery.queue, kind=kind, reason=reason,
-                    message_id=delivery.message.message_id)
+        log.warning(
+            "dead_lettered",
+            queue=delivery.queue,
+            kind=kind,
+            reason=reason,
+            message_id=delivery.message.message_id,
+        )
         await delivery.dead_letter(f"{kind}: {reason}")
 
 
@@ -365,4 +375,3 @@ def _reply_message(message: protocol.WireMessage) -> tuple[str, Message]:
 def _control_message(message: protocol.WireMessage) -> tuple[str, Message]:
     saga_id, request, _machine = parse_control(message)
     return saga_id, request
-

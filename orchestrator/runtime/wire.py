@@ -41,7 +41,6 @@ def command_message(command: OutgoingCommand) -> p.WireMessage:
     ).routed(p.COMMANDS_EXCHANGE, p.command_routing_key(command.service, command.name))
 
 
-
 def _body(message: p.WireMessage) -> dict[str, Any]:
     if message.content_type not in (p.CONTENT_TYPE_JSON, "", None):
         raise InvalidMessage(f"content type {message.content_type!r} is not {p.CONTENT_TYPE_JSON}")
@@ -61,7 +60,9 @@ def _require_header(message: p.WireMessage, name: str) -> str:
 def _require_int_header(message: p.WireMessage, name: str) -> int:
     value = message.header_int(name)
     if value is None or value < 1:
-        raise InvalidMessage(f"header {name} must be a positive integer, got {message.headers.get(name)!r}")
+        raise InvalidMessage(
+            f"header {name} must be a positive integer, got {message.headers.get(name)!r}"
+        )
     return value
 
 
@@ -104,7 +105,6 @@ class OperatorBody(BaseModel):
     reason: str | None = None
 
 
-
 def _validation_reason(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
@@ -117,23 +117,35 @@ def parse_control(message: p.WireMessage) -> tuple[str, StartSaga | OperatorRequ
     """(saga id, core message, machine for a start) from a control request."""
     verb = message.type
     if verb not in CONTROL_VERBS:
-        raise InvalidMessage(f"unknown control verb {verb!r}; expected one of {', '.join(CONTROL_VERBS)}")
+        raise InvalidMessage(
+            f"unknown control verb {verb!r}; expected one of {', '.join(CONTROL_VERBS)}"
+        )
     body = _body(message)
     try:
         if verb == "start":
             start = StartBody.model_validate(body)
-            return start.saga_id, StartSaga(
-                saga_id=start.saga_id, machine=start.machine, data=start.data,
-                request_id=message.message_id,
-            ), start.machine
+            return (
+                start.saga_id,
+                StartSaga(
+                    saga_id=start.saga_id,
+                    machine=start.machine,
+                    data=start.data,
+                    request_id=message.message_id,
+                ),
+                start.machine,
+            )
         request = OperatorBody.model_validate(body)
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {verb} request: {_validation_reason(exc)}") from None
     action: Literal["abort", "retry", "resume"] = verb  # type: ignore[assignment]
-    return request.saga_id, OperatorRequest(
-        action=action,
-        operator=request.operator,
-        request_id=message.message_id,
-        compensate=request.compensate,
-        reason=request.reason,
-    ), None
+    return (
+        request.saga_id,
+        OperatorRequest(
+            action=action,
+            operator=request.operator,
+            request_id=message.message_id,
+            compensate=request.compensate,
+            reason=request.reason,
+        ),
+        None,
+    )

@@ -34,7 +34,9 @@ async def shop(harness: SagaHarness):
 
 @pytest_asyncio.fixture
 async def manual(harness: SagaHarness) -> dict[str, ScriptedService]:
-    services = {name: ScriptedService(harness.broker, name) for name in ("payment", "stock", "delivery")}
+    services = {
+        name: ScriptedService(harness.broker, name) for name in ("payment", "stock", "delivery")
+    }
     for service in services.values():
         await service.start()
     return services

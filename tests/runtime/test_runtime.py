@@ -15,9 +15,11 @@ from participants_sdk import protocol
 
 pytestmark = pytest.mark.asyncio
 
-STEPS = [("payment", "payment_executed", {"payment_id": "p-1"}),
-         ("stock", "order_prepared", {"reservation_id": "r-1"}),
-         ("delivery", "order_delivered", {"tracking_id": "t-1"})]
+STEPS = [
+    ("payment", "payment_executed", {"payment_id": "p-1"}),
+    ("stock", "order_prepared", {"reservation_id": "r-1"}),
+    ("delivery", "order_delivered", {"tracking_id": "t-1"}),
+]
 
 
 def events(saga, kind: str) -> list[tuple[str | None, int | None]]:
@@ -31,8 +33,11 @@ async def test_order_saga_succeeds(harness: SagaHarness, shop: tuple[FaultPlan, 
     saga = await harness.saga("o-1")
     assert saga.status is SagaStatus.SUCCEEDED
     assert saga.label == "DELIVERED"
-    assert sorted(ledger.applied) == ["o-1:deliver_order:1", "o-1:execute_payment:1",
-                                      "o-1:prepare_order:1"]
+    assert sorted(ledger.applied) == [
+        "o-1:deliver_order:1",
+        "o-1:execute_payment:1",
+        "o-1:prepare_order:1",
+    ]
     assert set(ledger.applied.values()) == {1}
     assert saga.outbox == []
 
@@ -71,7 +76,10 @@ async def test_resumes_after_passivation(registry, manual: dict[str, ScriptedSer
         saga = await h.saga("o-3")
         assert saga.status is SagaStatus.SUCCEEDED
         assert [step for step, _ in events(saga, "replied")] == [
-            "execute_payment", "prepare_order", "deliver_order"]
+            "execute_payment",
+            "prepare_order",
+            "deliver_order",
+        ]
         assert h.system.stats.passivated >= 3
 
 
@@ -94,9 +102,15 @@ async def test_crash_and_rebuild_between_steps(
     saga = await harness.saga("o-4")
     assert saga.status is SagaStatus.SUCCEEDED
     assert [step for step, _ in events(saga, "replied")] == [
-        "execute_payment", "prepare_order", "deliver_order"]
+        "execute_payment",
+        "prepare_order",
+        "deliver_order",
+    ]
     assert [step for step, _ in events(saga, "command_sent")] == [
-        "execute_payment", "prepare_order", "deliver_order"]
+        "execute_payment",
+        "prepare_order",
+        "deliver_order",
+    ]
     for service in manual.values():
         assert manual["payment"].inbox.empty()
         assert len(set(service.seen_keys)) == 1
@@ -132,16 +146,18 @@ async def test_two_replicas_on_the_same_queues(registry, shop) -> None:
             await h.serve(service)
         from orchestrator.runtime.system import ActorSystem  # noqa: PLC0415
 
-        second = ActorSystem(registry, h.store, h.broker.connect(), clock=h.clock,
-                             settings=h.settings)
+        second = ActorSystem(
+            registry, h.store, h.broker.connect(), clock=h.clock, settings=h.settings
+        )
         await second.start()
         client = h.broker.connect()
         for i in range(60):
             if i % 5 == 0:
                 plan.failures[f"r-{i}"] = ("payment", "stock", "delivery")[i % 3]
             start = protocol.WireMessage.json(
-                type="start", payload={"machine": "order", "saga_id": f"r-{i}",
-                                       "data": order(f"r-{i}")})
+                type="start",
+                payload={"machine": "order", "saga_id": f"r-{i}", "data": order(f"r-{i}")},
+            )
             await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, start)
         await h.drain()
         from orchestrator.testing import drain  # noqa: PLC0415
@@ -150,8 +166,9 @@ async def test_two_replicas_on_the_same_queues(registry, shop) -> None:
         sagas = h.store.all()
         assert len(sagas) == 60
         for saga in sagas:
-            expected = (SagaStatus.COMPENSATED if saga.saga_id in plan.failures
-                        else SagaStatus.SUCCEEDED)
+            expected = (
+                SagaStatus.COMPENSATED if saga.saga_id in plan.failures else SagaStatus.SUCCEEDED
+            )
             assert saga.status is expected, saga.saga_id
         assert ledger.applied_twice == 0
         assert h.system.stats.decisions["applied"] > 0
@@ -239,8 +256,9 @@ async def test_live_actor_cap_applies_backpressure(registry) -> None:
         client = h.broker.connect()
         for i in range(40):
             start = protocol.WireMessage.json(
-                type="start", payload={"machine": "order", "saga_id": f"b-{i}",
-                                       "data": order(f"b-{i}")})
+                type="start",
+                payload={"machine": "order", "saga_id": f"b-{i}", "data": order(f"b-{i}")},
+            )
             await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, start)
         await h.drain()
         assert all(s.status is SagaStatus.SUCCEEDED for s in h.store.all())
@@ -259,7 +277,9 @@ async def test_running_saga_keeps_its_machine_version(harness, manual, registry)
     snapshot = v1.snapshot()
     snapshot["version"] = 2
     snapshot["states"]["execute_payment"]["on"]["payment_executed"] = {
-        "goto": "delivered", "save_as": "payment"}
+        "goto": "delivered",
+        "save_as": "payment",
+    }
     del snapshot["states"]["prepare_order"], snapshot["states"]["deliver_order"]
     v2 = MachineDefinition.model_validate(snapshot)
     await harness.crash()
