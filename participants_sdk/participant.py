@@ -87,6 +87,8 @@ class CommandContext:
     machine: str
     message_id: str
     log: FilteringBoundLogger = dataclasses.field(repr=False, compare=False)
+    compensates: str | None = None
+    """On a compensation: the idempotency key of the step it undoes.""" = dataclasses.field(repr=False, compare=False)
 
 
 HandlerFn = Callable[[Any, CommandContext], Awaitable[BaseModel]]
@@ -374,6 +376,7 @@ def _read_context(message: p.WireMessage, log: FilteringBoundLogger) -> CommandC
         machine=message.header_str(p.H_MACHINE) or "",
         message_id=message.message_id,
         log=log.bind(command=message.type, saga_id=saga_id, idempotency_key=key, attempt=attempt),
+        compensates=message.header_str(p.H_COMPENSATES),
     )
 
 

@@ -27,6 +27,7 @@ from participants_sdk import (
 from participants_sdk.protocol import (
     COMMANDS_EXCHANGE,
     H_ATTEMPT,
+    H_COMPENSATES,
     H_DEAD_LETTER_REASON,
     H_IDEMPOTENCY_KEY,
     H_MACHINE,
@@ -547,3 +548,35 @@ async def test_serve_refuses_a_participant_without_handlers_or_serving_twice(bro
         with pytest.raises(ParticipantError, match="serving already"):
             async with participant.serve(broker.connect()):
                 pass
+
+
+@pytest.mark.asyncio
+async def test_the_context_names_the_step_a_compensation_undoes(broker):
+    participant = Participant("payment")
+    seen: list[CommandContext] = []
+
+    class RefundPayment(BaseModel):
+        order_id: str
+
+    class PaymentRefunded(BaseModel):
+        order_id: str
+
+    @participant.command_handler("refund_payment")
+    async def refund(cmd: RefundPayment, ctx: CommandContext) -> PaymentRefunded:
+        seen.append(ctx)
+        return PaymentRefunded(order_id=cmd.order_id)
+
+    await run(
+        broker,
+        participant,
+        command(
+            {"order_id": "o-1"},
+            name="refund_payment",
+            key="saga-1:compensate:execute_payment:1",
+            **{H_STEP: "compensate:execute_payment", H_COMPENSATES: "saga-1:execute_payment:1"},
+        ),
+    )
+    [ctx] = seen
+    assert ctx.compensates == "saga-1:execute_payment:1"
+    assert ctx.step == "compensate:execute_payment"
+    assert (ctx.saga_id, ctx.attempt, ctx.visit) == ("saga-1", 1, 1)
