@@ -88,7 +88,7 @@ class CommandContext:
     message_id: str
     log: FilteringBoundLogger = dataclasses.field(repr=False, compare=False)
     compensates: str | None = None
-    """On a compensation: the idempotency key of the step it undoes.""" = dataclasses.field(repr=False, compare=False)
+    """On a compensation: the idempotency key of the step it undoes."""
 
 
 HandlerFn = Callable[[Any, CommandContext], Awaitable[BaseModel]]

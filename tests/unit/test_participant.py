@@ -555,12 +555,6 @@ async def test_the_context_names_the_step_a_compensation_undoes(broker):
     participant = Participant("payment")
     seen: list[CommandContext] = []
 
-    class RefundPayment(BaseModel):
-        order_id: str
-
-    class PaymentRefunded(BaseModel):
-        order_id: str
-
     @participant.command_handler("refund_payment")
     async def refund(cmd: RefundPayment, ctx: CommandContext) -> PaymentRefunded:
         seen.append(ctx)
@@ -580,3 +574,11 @@ async def test_the_context_names_the_step_a_compensation_undoes(broker):
     assert ctx.compensates == "saga-1:execute_payment:1"
     assert ctx.step == "compensate:execute_payment"
     assert (ctx.saga_id, ctx.attempt, ctx.visit) == ("saga-1", 1, 1)
+
+
+class RefundPayment(BaseModel):
+    order_id: str
+
+
+class PaymentRefunded(BaseModel):
+    order_id: str
