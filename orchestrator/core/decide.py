@@ -150,23 +150,35 @@ def _not_pending(saga: Saga, reply: StepReply, pending: PendingStep | None) -> V
     return Disposition.STALE, f"reply for {where}, which is not pending"
 
 
-def _task_reply(
-    run: Transitions, state: TaskState, pending: PendingStep, reply: StepReply
-) -> Verdict:
-    transition = state.on.get(reply.event)
+def _take_reply(
+    run: Transitions, pending: PendingStep, reply: StepReply, *, handled: bool
+) -> Verdict | None:
+    """Record the reply and stop waiting for the step; a verdict only if it is unexpected.
+
+    A rejected reply is taken even when the state does not name its event: a business failure
+    the machine did not foresee still means the step did nothing.
+    """
     run.record(
         "replied",
         step=reply.step,
         attempt=reply.attempt,
         detail=reply.event + (" (rejected)" if reply.rejected else ""),
     )
-    if transition is None and not reply.rejected:
+    if not handled and not reply.rejected:
         return _unexpected(run, reply)
     run.drop_pending(pending)
     if reply.rejected:
         run.saga.rejected.append(f"{reply.step}:{reply.visit}")
+    return None
+
+
+def _task_reply(
+    run: Transitions, state: TaskState, pending: PendingStep, reply: StepReply
+) -> Verdict:
+    transition = state.on.get(reply.event)
+    if (unhandled := _take_reply(run, pending, reply, handled=transition is not None)) is not None:
+        return unhandled
     if transition is None:
-        # A business failure the machine does not name still means the step did nothing.
         run.begin_compensation(f"step {reply.step!r} failed: {reply.event}", "compensated")
         return Disposition.APPLIED, None
     if not reply.rejected:
@@ -186,17 +198,8 @@ def _branch_reply(
 ) -> Verdict:
     branch = state.parallel[reply.step.partition(".")[2]]
     result = branch.on.get(reply.event)
-    run.record(
-        "replied",
-        step=reply.step,
-        attempt=reply.attempt,
-        detail=reply.event + (" (rejected)" if reply.rejected else ""),
-    )
-    if result is None and not reply.rejected:
-        return _unexpected(run, reply)
-    run.drop_pending(pending)
-    if reply.rejected:
-        run.saga.rejected.append(f"{reply.step}:{reply.visit}")
+    if (unhandled := _take_reply(run, pending, reply, handled=result is not None)) is not None:
+        return unhandled
     if result is not None and result.result == "done" and not reply.rejected:
         run.complete(pending)
         if result.save_path is not None:

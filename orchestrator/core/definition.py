@@ -13,6 +13,7 @@ reverse order, then end `compensated`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -106,9 +107,9 @@ class CompensationSpec(CommandSpec):
     retry: RetryPolicy = RetryPolicy(attempts=5, backoff=2.0, max_backoff=60.0)
 
 
-class Transition(_Model):
-    goto: str
+class _SavesReply(_Model):
     save_as: str | None = None
+    """Where in saga data the reply body is kept: `payment` or `$.payment.result`."""
 
     @field_validator("save_as")
     @classmethod
@@ -117,9 +118,13 @@ class Transition(_Model):
             parse_save_path(value)
         return value
 
-    @property
+    @functools.cached_property
     def save_path(self) -> DataPath | None:
         return None if self.save_as is None else parse_save_path(self.save_as)
+
+
+class Transition(_SavesReply):
+    goto: str
 
 
 def _transition_shorthand(value: Any) -> Any:  # noqa: ANN401
@@ -166,20 +171,8 @@ class ChoiceState(_StateBase):
         yield "default", self.default
 
 
-class BranchResult(_Model):
+class BranchResult(_SavesReply):
     result: Literal["done", "fail"]
-    save_as: str | None = None
-
-    @field_validator("save_as")
-    @classmethod
-    def _save_path(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_save_path(value)
-        return value
-
-    @property
-    def save_path(self) -> DataPath | None:
-        return None if self.save_as is None else parse_save_path(self.save_as)
 
 
 def _branch_shorthand(value: Any) -> Any:  # noqa: ANN401

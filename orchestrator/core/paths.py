@@ -7,6 +7,7 @@ Grammar: `$` followed by `.name` or `[index]` parts; a trailing `?` makes the pa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any
 
@@ -61,8 +62,9 @@ class DataPath:
         node[str(self.parts[-1])] = value
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_path(text: str) -> DataPath:
-    """Parse `$.a.b[0]`; ValueError saying what is wrong otherwise."""
+    """Parse `$.a.b[0]`; ValueError saying what is wrong otherwise. Cached: paths are few."""
     if not isinstance(text, str) or not text.startswith("$"):
         raise ValueError(f"invalid path {text!r}: a path starts with '$', e.g. '$.order_id'")
     optional = text.endswith("?")
