@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit lint typecheck format clean
+.PHONY: install demo test unit lint typecheck format clean services services-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ unit: $(STAMP)
 	$(PY) -m pytest
 
 test: lint typecheck unit  ## lint, type check and the whole test suite
+
+services:  ## start local RabbitMQ and FerretDB for the tests (installs/builds them once)
+	bash scripts/services.sh start
+
+services-stop:  ## stop what `make services` started
+	bash scripts/services.sh stop
 
 format: $(STAMP)
 	$(PY) -m ruff format .

@@ -10,7 +10,9 @@ import itertools
 
 class SystemClock:
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC)
+        # Milliseconds, as MongoDB stores them: a time read back equals the time written.
+        now = dt.datetime.now(dt.UTC)
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
