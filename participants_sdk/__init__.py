@@ -1,5 +1,6 @@
 """Sagawire participant SDK."""
 
+from participants_sdk.control import OperatorCommand, SagaClient, StartRequest
 from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
 from participants_sdk.errors import (
     AlreadySettledError,
@@ -33,10 +34,13 @@ __all__ = [
     "MemoryConnection",
     "MemoryDedupeStore",
     "MemoryDelivery",
+    "OperatorCommand",
     "Participant",
     "ParticipantError",
     "Reject",
     "RetryLater",
+    "SagaClient",
+    "StartRequest",
     "StoredReply",
     "Subscription",
     "TopologyError",

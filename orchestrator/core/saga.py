@@ -70,6 +70,8 @@ class PendingStep(_Model):
     attempt: int
     max_attempts: int
     waiting: Literal["reply", "backoff"]
+    sent_at: dt.datetime
+    """When the current attempt was sent (for step latency)."""
     deadline: dt.datetime
     payload: dict[str, Any]
     idempotency_key: str

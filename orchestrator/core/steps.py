@@ -178,6 +178,7 @@ class Transitions:
             attempt=attempt,
             max_attempts=max_attempts,
             waiting="reply",
+            sent_at=self.now,
             deadline=self.now,
             payload=payload,
             idempotency_key=idempotency_key(self.saga.saga_id, step, visit),
@@ -190,6 +191,7 @@ class Transitions:
     def send(self, pending: PendingStep) -> None:
         timeout, _ = self.policy(pending)
         pending.waiting = "reply"
+        pending.sent_at = self.now
         pending.deadline = self.now + dt.timedelta(seconds=timeout)
         compensates = None
         if pending.phase == "compensation":

@@ -20,7 +20,7 @@ from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.demo.participants import FAILING_SERVICES, FaultPlan, Ledger, demo_services
 from orchestrator.machines import MachineRegistry
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
-from participants_sdk import protocol
+from participants_sdk.control import SagaClient
 
 DEMO_MACHINE = "order"
 
@@ -98,14 +98,11 @@ async def run_demo(
         for service in demo_services(plan, ledger):
             await stack.enter_async_context(service.serve(broker.connect()))
         await stack.enter_async_context(system)
-        client = broker.connect()
-        stack.push_async_callback(client.close)
+        connection = broker.connect()
+        stack.push_async_callback(connection.close)
+        client = SagaClient(connection)
         for order in orders:
-            request = protocol.WireMessage.json(
-                type="start",
-                payload={"machine": DEMO_MACHINE, "saga_id": order["order_id"], "data": order},
-            )
-            await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, request)
+            await client.start_saga(DEMO_MACHINE, order, saga_id=order["order_id"])
         if sagas:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_done.wait(), finish_within)

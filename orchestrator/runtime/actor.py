@@ -151,7 +151,7 @@ class SagaActor:
             self._saga = stored
             await self._flush(stored)
             self._system.timers.set(self.saga_id, stored.deadline)
-            self._system.decided(decision, stored)
+            self._system.decided(message, saga, decision, stored)
             return decision
         raise ConflictStorm(
             f"saga {self.saga_id!r}: {MAX_CONFLICT_RETRIES} version conflicts in a row"
@@ -161,9 +161,13 @@ class SagaActor:
         """Publish the outbox, all confirms awaited together, then mark it published."""
         if not saga.outbox:
             return
-        broker = self._system.broker
+        broker, stats = self._system.broker, self._system.stats
         messages = [command_message(command) for command in saga.outbox]
-        await asyncio.gather(*(broker.publish(m.exchange, m.routing_key, m) for m in messages))
+        stats.publishing += len(messages)
+        try:
+            await asyncio.gather(*(broker.publish(m.exchange, m.routing_key, m) for m in messages))
+        finally:
+            stats.publishing -= len(messages)
         await self._system.store.mark_published(saga.saga_id, saga.version)
-        self._system.stats.commands_published += len(messages)
+        stats.commands_published += len(messages)
         saga.outbox = []

@@ -212,8 +212,11 @@ class ActorSystem:
             del self._actors[actor.saga_id]
         self._slot_freed.set()
 
-    def decided(self, decision: Decision, stored: Saga) -> None:
-        self.stats.count_decision(decision, stored)
+    def decided(
+        self, message: Message, before: Saga | None, decision: Decision, stored: Saga
+    ) -> None:
+        """Called by an actor once a decision is stored and its commands confirmed."""
+        self.stats.count_decision(message, before, decision)
         for listener in self.listeners:
             try:
                 listener(decision, stored)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from orchestrator.core.messages import OperatorRequest, StartSaga, StepReply
 from orchestrator.core.saga import OutgoingCommand
 from participants_sdk import protocol as p
-
-CONTROL_VERBS = ("start", "abort", "retry", "resume")
+from participants_sdk.control import CONTROL_VERBS, OperatorCommand, StartRequest
 
 
 class InvalidMessage(ValueError):
@@ -90,21 +89,6 @@ def parse_reply(message: p.WireMessage) -> tuple[str, StepReply]:
     return saga_id, reply
 
 
-class StartBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    machine: str = Field(min_length=1)
-    saga_id: str = Field(min_length=1, max_length=200)
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
-class OperatorBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    saga_id: str = Field(min_length=1)
-    operator: str = Field(min_length=1)
-    compensate: bool = False
-    reason: str | None = None
-
-
 def _validation_reason(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
@@ -123,7 +107,7 @@ def parse_control(message: p.WireMessage) -> tuple[str, StartSaga | OperatorRequ
     body = _body(message)
     try:
         if verb == "start":
-            start = StartBody.model_validate(body)
+            start = StartRequest.model_validate(body)
             return (
                 start.saga_id,
                 StartSaga(
@@ -134,7 +118,7 @@ def parse_control(message: p.WireMessage) -> tuple[str, StartSaga | OperatorRequ
                 ),
                 start.machine,
             )
-        request = OperatorBody.model_validate(body)
+        request = OperatorCommand.model_validate(body)
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {verb} request: {_validation_reason(exc)}") from None
     action: Literal["abort", "retry", "resume"] = verb  # type: ignore[assignment]
