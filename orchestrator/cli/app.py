@@ -19,13 +19,16 @@ app = typer.Typer(
 
 @app.callback()
 def _configure(
+    ctx: typer.Context,
     log_level: Annotated[
-        str,
+        str | None,
         typer.Option(
             envvar="SAGAWIRE_LOG_LEVEL",
-            help="Lowest level logged to stderr: DEBUG, INFO, WARNING or ERROR.",
+            help="Lowest level logged to stderr: DEBUG, INFO, WARNING or ERROR "
+            "(default: INFO for `run`, WARNING otherwise).",
+            show_default=False,
         ),
-    ] = "WARNING",
+    ] = None,
     log_json: Annotated[
         bool | None,
         typer.Option(
@@ -35,7 +38,8 @@ def _configure(
         ),
     ] = None,
 ) -> None:
-    setup_logging(log_level, json=log_json)
+    default = "INFO" if ctx.invoked_subcommand == "run" else "WARNING"
+    setup_logging(log_level or default, json=log_json)
 
 
 def main() -> None:

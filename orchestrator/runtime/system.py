@@ -82,6 +82,7 @@ class ActorSystem:
         self._background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
+        self._ready = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class ActorSystem:
             asyncio.create_task(self._sweep_loop(), name="sagawire-sweeper"),
             asyncio.create_task(self._passivation_loop(), name="sagawire-passivation"),
         ]
+        self._ready = True
         log.info("runtime_started", services=self.services(), machines=len(self.registry))
 
     async def stop(self) -> None:
@@ -156,6 +158,11 @@ class ActorSystem:
         return [a.task for a in self._actors.values() if a.task is not None]
 
     # -- telling actors -------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Started, consuming, and not stopping."""
+        return self._ready and not self._closed
 
     @property
     def live_actors(self) -> int:

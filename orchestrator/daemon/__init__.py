@@ -1,0 +1,1 @@
+"""The orchestrator daemon: wiring of settings, adapters, the actor system and its endpoint."""

@@ -1,0 +1,79 @@
+"""Prometheus metrics, read from the runtime's counters at scrape time: nothing on the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from orchestrator.runtime.system import ActorSystem
+
+
+class RuntimeCollector(Collector):
+    def __init__(self, system: ActorSystem) -> None:
+        self._system = system
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._system.stats
+        finished = CounterMetricFamily(
+            "sagawire_sagas_finished", "Sagas that reached an outcome.", labels=["outcome"]
+        )
+        for outcome, n in sorted(stats.finished.items()):
+            finished.add_metric([outcome], n)
+        yield finished
+        decisions = CounterMetricFamily(
+            "sagawire_messages",
+            "Messages processed, by what became of them.",
+            labels=["disposition"],
+        )
+        for disposition, n in sorted(stats.decisions.items()):
+            decisions.add_metric([disposition], n)
+        yield decisions
+        dead = CounterMetricFamily(
+            "sagawire_dead_lettered", "Messages dead-lettered by the orchestrator.", labels=["kind"]
+        )
+        for kind, n in sorted(stats.dead_lettered.items()):
+            dead.add_metric([kind], n)
+        yield dead
+        yield CounterMetricFamily(
+            "sagawire_commands_published",
+            "Commands confirmed by the broker.",
+            value=stats.commands_published,
+        )
+        yield CounterMetricFamily(
+            "sagawire_version_conflicts",
+            "Saves that lost to another writer and were redone.",
+            value=stats.conflicts,
+        )
+        yield GaugeMetricFamily(
+            "sagawire_live_actors", "Saga actors in memory.", value=self._system.live_actors
+        )
+        yield GaugeMetricFamily(
+            "sagawire_outbox_backlog",
+            "Commands stored and not yet confirmed by the broker.",
+            value=stats.publishing,
+        )
+        latency = stats.step_latency
+        yield HistogramMetricFamily(
+            "sagawire_step_latency_seconds",
+            "From sending a step's command to applying its reply.",
+            buckets=latency.cumulative(),
+            sum_value=latency.total,
+        )
+
+
+def metrics_registry(system: ActorSystem) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(RuntimeCollector(system))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
