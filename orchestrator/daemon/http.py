@@ -11,6 +11,9 @@ from collections.abc import Callable
 
 import structlog
 
+from orchestrator.daemon.metrics import metrics_registry, render
+from orchestrator.runtime.system import ActorSystem
+
 log = structlog.get_logger("sagawire.http")
 
 Route = Callable[[], tuple[int, str, bytes]]
@@ -62,3 +65,20 @@ class HealthServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+def health_routes(system: ActorSystem) -> dict[str, Route]:
+    registry = metrics_registry(system)
+
+    def healthz() -> tuple[int, str, bytes]:
+        return 200, "text/plain", b"ok\n"
+
+    def readyz() -> tuple[int, str, bytes]:
+        if system.ready:
+            return 200, "text/plain", b"ready\n"
+        return 503, "text/plain", b"not ready\n"
+
+    def metrics() -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", render(registry)
+
+    return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
