@@ -26,7 +26,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck unit  ## lint, type check and the whole test suite
+test: lint typecheck services unit  ## lint, type check, start the test services, run every test
 
 services:  ## start local RabbitMQ and FerretDB for the tests (installs/builds them once)
 	bash scripts/services.sh start

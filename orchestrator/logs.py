@@ -76,3 +76,33 @@ def setup_logging(
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
+    _route_stdlib_logging(stream, processors[:-2], renderer, level)
+
+
+def _route_stdlib_logging(
+    stream: TextIO,
+    processors: list[Any],
+    renderer: Any,  # noqa: ANN401 - a JSON or console renderer
+    level: str,
+) -> None:
+    """Libraries (aio-pika, PyMongo) log through `logging`: same format, same redaction.
+
+    They log at WARNING and above only, whatever the level of Sagawire's own lines: their
+    INFO lines (reconnect attempts) repeat what Sagawire says itself.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+                _redact_rendered,  # type: ignore[list-item] # structlog's type omits str -> str
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))

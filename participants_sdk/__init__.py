@@ -6,16 +6,19 @@ from participants_sdk.errors import (
     AlreadySettledError,
     BrokerClosed,
     BrokerError,
+    BrokerUnreachable,
     DuplicateHandlerError,
     HandlerSignatureError,
     ParticipantError,
     Reject,
     RetryLater,
     TopologyError,
+    Unroutable,
 )
 from participants_sdk.memory import MemoryBroker, MemoryConnection, MemoryDelivery
 from participants_sdk.participant import CommandContext, Participant, event_name_of
 from participants_sdk.protocol import BodyError, WireMessage
+from participants_sdk.rabbitmq import RabbitBroker
 from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "Broker",
     "BrokerClosed",
     "BrokerError",
+    "BrokerUnreachable",
     "CommandContext",
     "DedupeStore",
     "Delivery",
@@ -37,6 +41,7 @@ __all__ = [
     "OperatorCommand",
     "Participant",
     "ParticipantError",
+    "RabbitBroker",
     "Reject",
     "RetryLater",
     "SagaClient",
@@ -44,6 +49,7 @@ __all__ = [
     "StoredReply",
     "Subscription",
     "TopologyError",
+    "Unroutable",
     "WireMessage",
     "event_name_of",
 ]

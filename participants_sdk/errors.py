@@ -5,7 +5,9 @@
     ├── DuplicateHandlerError     a second handler for one command on one participant (a ValueError)
     └── BrokerError               the broker refused an operation
         ├── BrokerClosed          the connection is closed (a ConnectionError)
-        ├── TopologyError         an exchange or queue that was never declared
+        ├── BrokerUnreachable     the first connection failed (a ConnectionError)
+        ├── TopologyError         an exchange or queue never declared, or declared otherwise
+        ├── Unroutable            a published message no queue is bound for
         └── AlreadySettledError   a delivery settled twice (a RuntimeError)
 
 Not errors, and so outside that tree: a handler raises `Reject` for a business failure (it
@@ -36,8 +38,16 @@ class BrokerClosed(BrokerError, ConnectionError):
     """The connection is closed: nothing can be published or consumed through it."""
 
 
+class BrokerUnreachable(BrokerError, ConnectionError):
+    """The first connection to the broker failed; the message names the URL, password hidden."""
+
+
 class TopologyError(BrokerError):
     """An exchange or queue that was never declared, or declared with another kind."""
+
+
+class Unroutable(BrokerError):
+    """The broker returned a published message: no queue is bound for its routing key."""
 
 
 class AlreadySettledError(BrokerError, RuntimeError):

@@ -116,6 +116,8 @@ class MemoryDelivery:
         self.consumer = consumer
         self.entry = entry
         self.tag = tag
+        # Fixed when delivered, as AMQP's flag is: a later requeue does not change this delivery.
+        self._returns = entry.returns
         self.settled_by: str | None = None
         self.stale = False  # its connection closed and the message went back to the queue
 
@@ -129,12 +131,12 @@ class MemoryDelivery:
 
     @property
     def redelivered(self) -> bool:
-        return self.entry.returns > 0
+        return self._returns > 0
 
     @property
     def delivery_count(self) -> int:
         """How many earlier deliveries of this message came back unsettled."""
-        return self.entry.returns
+        return self._returns
 
     @property
     def pending(self) -> bool:

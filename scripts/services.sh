@@ -48,7 +48,7 @@ wait_port() {  # port, seconds, what
 RABBIT_DIR="$STATE/rabbitmq"
 RABBIT_PID="$RABBIT_DIR/rabbit.pid"
 rabbit_env() {
-  export HOME="$RABBIT_DIR" RABBITMQ_NODENAME="sagawire@localhost"
+  export HOME="$RABBIT_DIR" RABBITMQ_NODENAME="sagawire-$AMQP_PORT@localhost"
   export RABBITMQ_NODE_PORT="$AMQP_PORT" RABBITMQ_DIST_PORT=$((AMQP_PORT + 20001))
   export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log"
   export RABBITMQ_PID_FILE="$RABBIT_PID" RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins"

@@ -76,6 +76,12 @@ class MemorySagaStore:
         self._check()
         return [s.saga_id for s in self._sagas.values() if s.outbox][:limit]
 
+    async def flush(self) -> None:
+        """Nothing is queued here; for parity with the MongoDB store's batched marks."""
+
+    async def close(self) -> None:
+        """Nothing to release; for parity with the MongoDB store."""
+
     # Read helpers for tests, the demo and the CLI.
 
     def all(self) -> list[Saga]:

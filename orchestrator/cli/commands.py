@@ -5,4 +5,5 @@ from __future__ import annotations
 from orchestrator.cli import (
     demo_cmd,  # noqa: F401
     machines_cmd,  # noqa: F401
+    run_cmd,  # noqa: F401
 )

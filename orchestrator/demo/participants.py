@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import uuid
 
 from pydantic import BaseModel
@@ -25,12 +26,27 @@ FAILURE_EVENTS = {
 
 @dataclasses.dataclass
 class FaultPlan:
-    """Order id -> the service that rejects it."""
+    """Which orders fail at which service.
+
+    `failures` names them one by one; `rate` makes about that share of all orders fail, chosen
+    from a hash of the order id, so that separate processes agree without talking.
+    """
 
     failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    rate: float = 0.0
+
+    def failure_for(self, order_id: str) -> str | None:
+        if order_id in self.failures:
+            return self.failures[order_id]
+        if self.rate <= 0:
+            return None
+        digest = hashlib.sha256(order_id.encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 >= self.rate:
+            return None
+        return FAILING_SERVICES[digest[8] % len(FAILING_SERVICES)]
 
     def fails_at(self, order_id: str, service: str) -> bool:
-        return self.failures.get(order_id) == service
+        return self.failure_for(order_id) == service
 
 
 @dataclasses.dataclass
@@ -98,61 +114,104 @@ class OrderDelivered(BaseModel):
     tracking_id: str
 
 
-def payment_service(plan: FaultPlan, ledger: Ledger) -> Participant:
-    payments = Participant("payment")
+@dataclasses.dataclass
+class DemoShop:
+    """The three demo services, sharing one fault plan and one ledger.
 
-    @payments.command_handler("execute_payment")
-    async def execute_payment(cmd: ExecutePayment, ctx: CommandContext) -> PaymentExecuted:
-        if plan.fails_at(cmd.order_id, "payment"):
-            ledger.rejected += 1
-            raise Reject("payment_failed", reason="card declined")
-        ledger.apply(ctx.idempotency_key)
-        return PaymentExecuted(payment_id=f"pay-{uuid.uuid4().hex[:12]}")
+    `broken` names commands whose handler always raises (not a business failure): the SDK
+    retries them with growing delays and then dead-letters them.
+    """
 
-    @payments.command_handler("refund_payment")
-    async def refund_payment(cmd: RefundPayment, ctx: CommandContext) -> PaymentRefunded:
-        ledger.apply(ctx.idempotency_key)
-        return PaymentRefunded(order_id=cmd.order_id)
+    plan: FaultPlan
+    ledger: Ledger
+    broken: frozenset[str] = frozenset()
+    max_retries: int = 5
+    retry_backoff: float = 0.5
 
-    return payments
+    def _participant(self, service: str) -> Participant:
+        return Participant(service, max_retries=self.max_retries, retry_backoff=self.retry_backoff)
 
+    def _act(self, command: str, order_id: str, service: str, key: str, **details: object) -> None:
+        """Fail the way the plan says, or record the effect."""
+        if command in self.broken:
+            raise RuntimeError(f"{service}.{command} is broken (demo fault)")
+        if self.plan.fails_at(order_id, service):
+            self.ledger.rejected += 1
+            raise Reject(FAILURE_EVENTS[service], **details)
+        self.ledger.apply(key)
 
-def stock_service(plan: FaultPlan, ledger: Ledger) -> Participant:
-    stock = Participant("stock")
+    def _undo(self, command: str, service: str, key: str) -> None:
+        if command in self.broken:
+            raise RuntimeError(f"{service}.{command} is broken (demo fault)")
+        self.ledger.apply(key)
 
-    @stock.command_handler("prepare_order")
-    async def prepare_order(cmd: PrepareOrder, ctx: CommandContext) -> OrderPrepared:
-        if plan.fails_at(cmd.order_id, "stock"):
-            ledger.rejected += 1
-            raise Reject("out_of_stock", sku=cmd.items[0].sku if cmd.items else None)
-        ledger.apply(ctx.idempotency_key)
-        return OrderPrepared(reservation_id=f"res-{uuid.uuid4().hex[:12]}")
+    def payment(self) -> Participant:
+        payments = self._participant("payment")
 
-    @stock.command_handler("release_stock")
-    async def release_stock(cmd: ReleaseStock, ctx: CommandContext) -> StockReleased:
-        ledger.apply(ctx.idempotency_key)
-        return StockReleased(order_id=cmd.order_id)
+        @payments.command_handler("execute_payment")
+        async def execute_payment(cmd: ExecutePayment, ctx: CommandContext) -> PaymentExecuted:
+            self._act(
+                "execute_payment",
+                cmd.order_id,
+                "payment",
+                ctx.idempotency_key,
+                reason="card declined",
+            )
+            return PaymentExecuted(payment_id=f"pay-{uuid.uuid4().hex[:12]}")
 
-    return stock
+        @payments.command_handler("refund_payment")
+        async def refund_payment(cmd: RefundPayment, ctx: CommandContext) -> PaymentRefunded:
+            self._undo("refund_payment", "payment", ctx.idempotency_key)
+            return PaymentRefunded(order_id=cmd.order_id)
 
+        return payments
 
-def delivery_service(plan: FaultPlan, ledger: Ledger) -> Participant:
-    delivery = Participant("delivery")
+    def stock(self) -> Participant:
+        stock = self._participant("stock")
 
-    @delivery.command_handler("deliver_order")
-    async def deliver_order(cmd: DeliverOrder, ctx: CommandContext) -> OrderDelivered:
-        if plan.fails_at(cmd.order_id, "delivery"):
-            ledger.rejected += 1
-            raise Reject("delivery_failed", reason="address not served")
-        ledger.apply(ctx.idempotency_key)
-        return OrderDelivered(tracking_id=f"trk-{uuid.uuid4().hex[:12]}")
+        @stock.command_handler("prepare_order")
+        async def prepare_order(cmd: PrepareOrder, ctx: CommandContext) -> OrderPrepared:
+            self._act(
+                "prepare_order",
+                cmd.order_id,
+                "stock",
+                ctx.idempotency_key,
+                sku=cmd.items[0].sku if cmd.items else None,
+            )
+            return OrderPrepared(reservation_id=f"res-{uuid.uuid4().hex[:12]}")
 
-    return delivery
+        @stock.command_handler("release_stock")
+        async def release_stock(cmd: ReleaseStock, ctx: CommandContext) -> StockReleased:
+            self._undo("release_stock", "stock", ctx.idempotency_key)
+            return StockReleased(order_id=cmd.order_id)
+
+        return stock
+
+    def delivery(self) -> Participant:
+        delivery = self._participant("delivery")
+
+        @delivery.command_handler("deliver_order")
+        async def deliver_order(cmd: DeliverOrder, ctx: CommandContext) -> OrderDelivered:
+            self._act(
+                "deliver_order",
+                cmd.order_id,
+                "delivery",
+                ctx.idempotency_key,
+                reason="address not served",
+            )
+            return OrderDelivered(tracking_id=f"trk-{uuid.uuid4().hex[:12]}")
+
+        return delivery
+
+    def services(self, names: tuple[str, ...] = FAILING_SERVICES) -> list[Participant]:
+        factories = {"payment": self.payment, "stock": self.stock, "delivery": self.delivery}
+        unknown = sorted(set(names) - set(factories))
+        if unknown:
+            raise ValueError(
+                f"no demo service {', '.join(unknown)}; choose from {', '.join(factories)}"
+            )
+        return [factories[name]() for name in names]
 
 
 def demo_services(plan: FaultPlan, ledger: Ledger) -> list[Participant]:
-    return [
-        payment_service(plan, ledger),
-        stock_service(plan, ledger),
-        delivery_service(plan, ledger),
-    ]
+    return DemoShop(plan, ledger).services()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pytest
 import structlog
@@ -69,3 +70,17 @@ def test_a_bad_url_is_refused_without_echoing_its_password():
         Settings(amqp_url="http://app:topsecret@rabbit/")
     messages = [e["msg"] for e in caught.value.errors()]  # type: ignore[attr-defined]
     assert all("topsecret" not in m for m in messages)
+
+
+def test_library_log_lines_are_redacted_and_only_warnings():
+    stream = io.StringIO()
+    setup_logging("DEBUG", json=True, stream=stream)
+    logging.getLogger("aio_pika.robust_connection").warning("lost amqp://u:hunter2@h/")
+    logging.getLogger("aio_pika").info("chatter")
+    [line] = stream.getvalue().splitlines()
+    assert json.loads(line) == {
+        "event": "lost amqp://u:***@h/",
+        "logger": "aio_pika.robust_connection",
+        "level": "warning",
+        "timestamp": json.loads(line)["timestamp"],
+    }

@@ -1,0 +1,16 @@
+"""The MongoDB adapter: the saga store and the machine definition snapshots.
+
+    store = await MongoSagaStore.connect("mongodb://localhost:27017/sagawire")
+    await store.ensure_indexes()
+    await store.register_definitions(registry)
+
+`mongo_store` holds the store (document layout, indexes, batched marks, and the version claims
+that stand in for atomic conditional writes on FerretDB v1); `mongo_definitions` the immutable
+snapshots of machine definitions.
+"""
+
+from __future__ import annotations
+
+from orchestrator.adapters.mongo_store import MongoSagaStore
+
+__all__ = ["MongoSagaStore"]

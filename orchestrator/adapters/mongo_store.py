@@ -1,0 +1,443 @@
+"""`MongoSagaStore`: the saga store on MongoDB through PyMongo's async API.
+
+Collection `sagas`, one document per saga: the `Saga` model as dumped, `_id` = saga id, plus the
+derived `outbox_pending: true` while the outbox holds commands (absent otherwise). FerretDB v1 has
+no partial indexes, so instead of a partial index on "outbox not empty" this field carries a
+sparse index: on MongoDB it then holds only the sagas with a pending outbox.
+
+A save is one write, `replace_one({_id, version: loaded}, next version)`: MongoDB applies the
+filter and the write atomically, so of two writers from the same version exactly one wins.
+
+FerretDB v1 does not: it evaluates a filter on the documents it read, then writes by `_id`, so two
+concurrent conditional writes both "match" and the last one wins. The only atomic check it has is
+a unique key on insert. On FerretDB v1 (found by `connect()`, or `version_claims=True`) every save
+therefore first inserts a claim `{_id: "<saga>#<version>", saga_id, version, saga: <document>}`
+into `saga_versions`: one writer per version gets it, the others get `VersionConflict`. The claim
+holds the new document, so it is the committed state: `sagas` is then written as a projection for
+queries, and a load that finds a newer claim than the saga document uses (and repairs) it. Claims
+older than the latest are shrunk to their key, which must stay: it is what stops a stale writer
+from claiming that version again. This costs a second write per save and a second read per load,
+on FerretDB only.
+
+Times: BSON keeps milliseconds, so a loaded saga's datetimes are the saved ones truncated to the
+millisecond, timezone-aware UTC. `insert` and `save` return the saga as given (not truncated); with
+a millisecond clock both are the same. Only plain MongoDB is used: no transactions, `$expr` or
+partial indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+from collections.abc import Iterator
+from typing import Any, Final, Self
+
+import pymongo
+import structlog
+from bson.errors import BSONError
+from pymongo import AsyncMongoClient, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+
+from orchestrator.adapters import mongo_definitions
+from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.saga import Saga, SagaStatus
+from orchestrator.errors import ConfigurationError, SagaExists, StoreError, VersionConflict
+from orchestrator.logs import redact
+from orchestrator.machines import MachineRegistry
+
+log = structlog.get_logger("sagawire.store")
+
+Document = dict[str, Any]
+
+DEFAULT_DATABASE: Final = "sagawire"
+MARK_INTERVAL: Final = 0.02
+"""Seconds a `mark_published` may wait to be written together with others."""
+MARK_BATCH: Final = 500
+"""Queued marks that trigger a write at once."""
+_UNFINISHED: Final = [SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]
+
+# (name, keys, options): every query the runtime and the CLI make has an index.
+SAGA_INDEXES: Final[list[tuple[str, list[tuple[str, int]], dict[str, Any]]]] = [
+    # due(): status in (running, compensating) and deadline <= now, earliest first; also any
+    # query by status alone (index prefix).
+    ("status_deadline", [("status", 1), ("deadline", 1)], {}),
+    ("machine_version_status", [("machine", 1), ("machine_version", 1), ("status", 1)], {}),
+    ("machine_state", [("machine", 1), ("state", 1)], {}),
+    ("label", [("label", 1)], {}),
+    ("updated_at", [("updated_at", -1)], {}),
+    # with_outbox(); sparse, so on MongoDB it holds only sagas with a pending outbox.
+    ("outbox_pending", [("outbox_pending", 1)], {"sparse": True}),
+]
+
+
+class MongoSagaStore:
+    """`SagaStore` on MongoDB. `connect()`, `ensure_indexes()` once, `close()` at the end.
+
+    `mark_published` is batched: marks are queued and written by a background task every
+    `MARK_INTERVAL` seconds or `MARK_BATCH` marks, in one unordered `bulk_write`. A mark lost in
+    a crash only means that outbox is published again on recovery, which participants dedupe by
+    idempotency key. `flush()` writes the queue now.
+    """
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str = DEFAULT_DATABASE,
+        *,
+        version_claims: bool = False,
+    ) -> None:
+        self.client = client
+        self.database = client[database]
+        self.version_claims = version_claims
+        """Check versions with claim inserts (FerretDB v1), not the atomic conditional write."""
+        self._sagas: AsyncCollection[Document] = self.database["sagas"]
+        self._claims: AsyncCollection[Document] = self.database["saga_versions"]
+        self._machines: AsyncCollection[Document] = self.database["machines"]
+        self.writes = 0
+        """Saga documents written: inserted, replaced, outbox cleared, version claimed."""
+        self.round_trips = 0
+        """Database calls that write sagas or claims, successful or not."""
+        self._marks: dict[str, int] = {}
+        self._marks_writing: dict[str, int] = {}
+        self._old_claims: set[str] = set()
+        self._queued = asyncio.Event()
+        self._full = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        database: str | None = None,
+        *,
+        # The driver's own timeout (below), not asyncio's: its error says why it failed.
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> MongoSagaStore:
+        """Connect and ping; `ConfigurationError` at once when the server cannot be reached.
+
+        The database is `database`, else the URL's path, else `sagawire`.
+        """
+        where = redact(url)
+        try:
+            client: AsyncMongoClient[Document] = AsyncMongoClient(url, tz_aware=True, tzinfo=dt.UTC)
+        except (PyMongoError, ValueError, TypeError) as exc:
+            raise ConfigurationError(f"invalid MongoDB URL {where}: {_reason(exc)}") from exc
+        try:
+            # A timeout for these calls only (it bounds server selection too): later calls keep
+            # the client's default serverSelectionTimeoutMS (30 s), which rides out an election.
+            with pymongo.timeout(timeout):
+                await client.admin.command("ping")
+                build = await client.admin.command("buildInfo")
+        except OperationFailure as exc:
+            await client.close()
+            raise ConfigurationError(
+                f"MongoDB at {where} refused the connection: {_reason(exc)}; "
+                "check the user, password and authSource in the URL"
+            ) from exc
+        except PyMongoError as exc:
+            await client.close()
+            raise ConfigurationError(
+                f"cannot reach MongoDB at {where}: {_reason(exc)}; "
+                "is it running? see `make services`"
+            ) from exc
+        name = database or client.get_default_database(DEFAULT_DATABASE).name
+        ferretdb_v1 = str(build.get("ferretdbVersion", "")).startswith("v1.")
+        return cls(client, name, version_claims=ferretdb_v1)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes that are missing; safe to call at every start."""
+        with _store_errors("create indexes"):
+            # One index per call: FerretDB v1 drops the connection when a createIndexes command
+            # holding several indexes meets ones that exist already.
+            for name, keys, options in SAGA_INDEXES:
+                await self._sagas.create_index(keys, name=name, **options)
+            if self.version_claims:
+                await self._claims.create_index(
+                    [("saga_id", 1), ("version", -1)], name="saga_version"
+                )
+
+    # -- SagaStore --------------------------------------------------------------------------
+
+    async def load(self, saga_id: str) -> Saga | None:
+        with _store_errors("load saga", saga_id):
+            if self.version_claims:
+                document = await self._load_claimed(saga_id)
+            else:
+                document = await self._sagas.find_one({"_id": saga_id})
+        if document is None:
+            return None
+        saga = _from_document(document)
+        if saga.outbox and saga.version in (
+            self._marks.get(saga_id),
+            self._marks_writing.get(saga_id),
+        ):
+            saga.outbox = []  # published, and the mark is still queued: read our own writes
+        return saga
+
+    async def insert(self, saga: Saga) -> Saga:
+        stored = saga.fork()
+        stored.version = 1
+        self.round_trips += 1
+        with _store_errors("insert saga", saga.saga_id):
+            try:
+                await self._sagas.insert_one(_to_document(stored))
+            except DuplicateKeyError:
+                raise SagaExists(saga.saga_id) from None
+        self.writes += 1
+        return stored
+
+    async def save(self, saga: Saga) -> Saga:
+        stored = saga.fork()
+        stored.version = saga.version + 1
+        document = _to_document(stored)
+        with _store_errors("save saga", saga.saga_id):
+            if self.version_claims:
+                await self._save_claimed(saga, document)
+            else:
+                self.round_trips += 1
+                result = await self._sagas.replace_one(
+                    {"_id": saga.saga_id, "version": saga.version}, document
+                )
+                if result.matched_count == 0:
+                    # Missing, or saved by another: the caller reloads either way, and telling
+                    # the two apart would cost a second call.
+                    raise VersionConflict(saga.saga_id, saga.version)
+                self.writes += 1
+        return stored
+
+    async def mark_published(self, saga_id: str, version: int) -> None:
+        if self._closed:
+            raise StoreError("the MongoDB saga store is closed")
+        if self._marks.get(saga_id, 0) < version:
+            self._marks[saga_id] = version
+        self._wake_flusher(len(self._marks))
+
+    async def due(self, now: dt.datetime, limit: int) -> list[str]:
+        if limit <= 0:
+            return []  # a limit of 0 means "no limit" to MongoDB
+        query = {"status": {"$in": _UNFINISHED}, "deadline": {"$lte": now}}
+        with _store_errors("find due sagas"):
+            cursor = self._sagas.find(query, {"_id": 1}).sort("deadline", 1).limit(limit)
+            return [document["_id"] async for document in cursor]
+
+    async def with_outbox(self, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        # Recovery asks again until this comes back short: it must not see the outboxes it has
+        # just published and marked, so the queued marks are written first.
+        await self.flush()
+        with _store_errors("find pending outboxes"):
+            cursor = self._sagas.find({"outbox_pending": True}, {"_id": 1}).limit(limit)
+            return [document["_id"] async for document in cursor]
+
+    # -- batched marks, lifecycle -------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write every queued mark and claim clean-up now; `StoreError` (queue kept) on failure."""
+        async with self._flush_lock:
+            marks, self._marks = self._marks, {}
+            old_claims, self._old_claims = self._old_claims, set()
+            self._marks_writing = marks
+            try:
+                with _store_errors("mark outboxes published"):
+                    if marks:
+                        self.round_trips += 1
+                        result = await self._sagas.bulk_write(
+                            [
+                                UpdateOne(
+                                    {"_id": saga_id, "version": version},
+                                    {"$set": {"outbox": []}, "$unset": {"outbox_pending": ""}},
+                                )
+                                for saga_id, version in marks.items()
+                            ],
+                            ordered=False,
+                        )
+                        self.writes += result.modified_count
+                        marks = {}
+                    if old_claims:
+                        self.round_trips += 1
+                        await self._claims.bulk_write(
+                            [
+                                UpdateOne({"_id": key}, {"$unset": {"saga": ""}})
+                                for key in old_claims
+                            ],
+                            ordered=False,
+                        )
+            except BaseException:
+                # Failed, or cancelled by close(): keep what is unwritten for the next try. Doing a
+                # mark twice is harmless: each one is guarded by its version.
+                for saga_id, version in marks.items():
+                    if self._marks.get(saga_id, 0) < version:
+                        self._marks[saga_id] = version
+                self._old_claims |= old_claims
+                self._queued.set()
+                raise
+            finally:
+                self._marks_writing = {}
+
+    async def close(self) -> None:
+        """Write what is queued (a failure is logged, not raised) and close; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self.flush()
+        except StoreError as exc:
+            log.warning("marks_lost_on_close", marks=len(self._marks), error=str(exc))
+        await self.client.close()
+
+    def _wake_flusher(self, queued: int) -> None:
+        self._queued.set()
+        if queued >= MARK_BATCH:
+            self._full.set()
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_loop(), name="sagawire-mongo-marks"
+            )
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._queued.wait()
+            if len(self._marks) < MARK_BATCH:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(MARK_INTERVAL):
+                        await self._full.wait()
+            self._queued.clear()
+            self._full.clear()
+            try:
+                await self.flush()
+            except StoreError as exc:
+                # Kept for the next round; meanwhile at worst an outbox is published twice.
+                log.warning("mark_published_failed", marks=len(self._marks), error=str(exc))
+                await asyncio.sleep(MARK_INTERVAL)
+            except Exception:
+                # This task must outlive a bug in one round, or marks would pile up unwritten.
+                log.exception("mark_published_failed", marks=len(self._marks))
+                await asyncio.sleep(MARK_INTERVAL)
+
+    # -- version claims (FerretDB v1) ---------------------------------------------------------
+
+    async def _save_claimed(self, saga: Saga, document: Document) -> None:
+        claim = _claim_key(saga.saga_id, saga.version + 1)
+        self.round_trips += 1
+        try:
+            await self._claims.insert_one(
+                {
+                    "_id": claim,
+                    "saga_id": saga.saga_id,
+                    "version": saga.version + 1,
+                    "saga": document,
+                }
+            )
+        except DuplicateKeyError:
+            raise VersionConflict(saga.saga_id, saga.version) from None
+        self.writes += 1
+        # The claim is the committed save. The saga document follows; if this write is lost or
+        # overtaken, the next load finds the newer claim and repairs it.
+        self.round_trips += 1
+        result = await self._sagas.replace_one(
+            {"_id": saga.saga_id, "version": {"$lt": saga.version + 1}}, document
+        )
+        if result.matched_count:
+            self.writes += 1
+        elif await self._sagas.find_one({"_id": saga.saga_id}, {"_id": 1}) is None:
+            await self._claims.delete_one({"_id": claim})  # a save of a saga never inserted
+            raise VersionConflict(saga.saga_id, saga.version)
+        if saga.version > 1:
+            self._old_claims.add(_claim_key(saga.saga_id, saga.version))
+            self._wake_flusher(len(self._marks))
+
+    async def _load_claimed(self, saga_id: str) -> Document | None:
+        stored, claim = await asyncio.gather(
+            self._sagas.find_one({"_id": saga_id}),
+            self._claims.find_one(
+                {"saga_id": saga_id, "saga": {"$exists": True}}, sort=[("version", -1)]
+            ),
+        )
+        if stored is None or claim is None or claim["version"] <= stored["version"]:
+            return stored  # no saga document: a claim alone is a save of a saga never inserted
+        newer: Document = claim["saga"]
+        self.round_trips += 1
+        result = await self._sagas.replace_one(
+            {"_id": saga_id, "version": {"$lt": claim["version"]}}, dict(newer)
+        )
+        self.writes += result.modified_count
+        return newer
+
+    # -- machine definitions, read helpers ----------------------------------------------------
+
+    async def register_definitions(self, registry: MachineRegistry) -> None:
+        """Store a snapshot of each definition version; `DefinitionChanged` for a changed one."""
+        with _store_errors("store machine snapshots"):
+            await mongo_definitions.register_definitions(
+                self._machines, registry, dt.datetime.now(dt.UTC)
+            )
+
+    async def stored_definitions(self) -> list[MachineDefinition]:
+        """Every stored snapshot, including versions no longer in the files."""
+        with _store_errors("read machine snapshots"):
+            return await mongo_definitions.stored_definitions(self._machines)
+
+    async def count_by_status(self, machine: str | None = None) -> dict[str, int]:
+        """Sagas per status (every status present, zero when none), of one machine or all."""
+        pipeline: list[Document] = [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
+        if machine is not None:
+            pipeline.insert(0, {"$match": {"machine": machine}})
+        counts = {status.value: 0 for status in SagaStatus}
+        with _store_errors("count sagas"):
+            async for row in await self._sagas.aggregate(pipeline):
+                counts[str(row["_id"])] = int(row["count"])
+        return counts
+
+
+def _claim_key(saga_id: str, version: int) -> str:
+    return f"{saga_id}#{version}"
+
+
+def _to_document(saga: Saga) -> Document:
+    document = saga.model_dump(mode="python", exclude={"saga_id"})
+    document["_id"] = saga.saga_id
+    if saga.outbox:
+        document["outbox_pending"] = True
+    return document
+
+
+def _from_document(document: Document) -> Saga:
+    fields = dict(document)
+    fields["saga_id"] = fields.pop("_id")
+    fields.pop("outbox_pending", None)
+    return Saga.model_validate(fields)
+
+
+@contextlib.contextmanager
+def _store_errors(action: str, subject: str | None = None) -> Iterator[None]:
+    """Driver and encoding errors become `StoreError`, the original kept as `__cause__`."""
+    try:
+        yield
+    except (PyMongoError, BSONError) as exc:
+        about = f" {subject!r}" if subject else ""
+        raise StoreError(f"MongoDB: cannot {action}{about}: {_reason(exc)}") from exc
+
+
+_TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's message on one line, without the topology dump or the timeouts."""
+    text = str(exc).split(", Timeout: ", 1)[0].split(", full error: ", 1)[0]
+    return redact(_TIMEOUTS.sub("", text).replace("\n", " ")) or type(exc).__name__

@@ -1,0 +1,154 @@
+"""`sagawire run` (the daemon) and `sagawire start` (start a saga through the control queue)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from orchestrator.cli.app import app
+from orchestrator.errors import ConfigurationError, DefinitionError
+from orchestrator.logs import redact
+from orchestrator.settings import Settings
+from participants_sdk.errors import BrokerError
+
+AmqpUrl = Annotated[
+    str | None,
+    typer.Option(help="RabbitMQ URL [env: SAGAWIRE_AMQP_URL]", show_default=False),
+]
+
+
+def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - typer option values
+    """Settings from the environment, with the flags that were given on top."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        # Never echo the input: it may hold a password.
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in error["loc"])
+            typer.echo(
+                f"error: SAGAWIRE_{field.upper()} / --{field.replace('_', '-')}: "
+                f"{redact(error['msg'])}",
+                err=True,
+            )
+        raise typer.Exit(code=2) from None
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {redact(message)}", err=True)
+    return typer.Exit(code=code)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  SAGAWIRE_AMQP_URL=amqp://user:pass@rabbitmq/ SAGAWIRE_MONGODB_URL=mongodb://mongo/sagawire"
+        " sagawire run\n\n"
+        "  sagawire run --machines machines/ --http-port 9000"
+    ),
+)
+def run(
+    amqp_url: AmqpUrl = None,
+    mongodb_url: Annotated[
+        str | None, typer.Option(help="MongoDB URL [env: SAGAWIRE_MONGODB_URL]", show_default=False)
+    ] = None,
+    machines: Annotated[
+        Path | None, typer.Option(help="Machines folder or file [env: SAGAWIRE_MACHINES]")
+    ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of /healthz, /readyz and /metrics; 0: off [env: SAGAWIRE_HTTP_PORT]"
+        ),
+    ] = None,
+    queue_type: Annotated[
+        str | None, typer.Option(help="quorum (default) or classic [env: SAGAWIRE_QUEUE_TYPE]")
+    ] = None,
+    max_live_actors: Annotated[
+        int | None,
+        typer.Option(help="Sagas held in memory at most [env: SAGAWIRE_MAX_LIVE_ACTORS]"),
+    ] = None,
+) -> None:
+    """Run the orchestrator daemon until SIGTERM or Ctrl-C.
+
+    Loads the machines, connects to RabbitMQ and MongoDB (failing at once, with what to check,
+    if either cannot be reached), publishes commands a crash left unconfirmed, fires due timers,
+    then consumes the reply queues of every service the machines use and the control queue.
+    """
+    from orchestrator.daemon.main import run_daemon  # noqa: PLC0415 - keeps other commands light
+
+    settings = load_settings(
+        amqp_url=amqp_url,
+        mongodb_url=mongodb_url,
+        machines=machines,
+        http_port=http_port,
+        queue_type=queue_type,
+        max_live_actors=max_live_actors,
+    )
+    try:
+        asyncio.run(run_daemon(settings))
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(code=1) from None
+    except (ConfigurationError, BrokerError, OSError) as exc:
+        raise fail(str(exc)) from None
+
+
+def _parse_data(data: str) -> dict[str, Any]:
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"--data is not valid JSON: {exc.msg} at column {exc.colno}", code=2) from None
+    if not isinstance(value, dict):
+        raise fail('--data must be a JSON object, e.g. \'{"order_id": "o-1"}\'', code=2)
+    return value
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        '  sagawire start order --saga-id o-1 --data \'{"order_id": "o-1", "total": 42}\'\n\n'
+        "  sagawire start order --data @order.json"
+    ),
+)
+def start(
+    machine: Annotated[str, typer.Argument(help="The machine to run, e.g. order.")],
+    data: Annotated[
+        str, typer.Option(help="Saga data: a JSON object, or @FILE holding one.")
+    ] = "{}",
+    saga_id: Annotated[
+        str | None, typer.Option(help="Saga id (default: a new one); starting twice is a no-op.")
+    ] = None,
+    amqp_url: AmqpUrl = None,
+) -> None:
+    """Start a saga by sending a start request to the running daemon; prints the saga id."""
+    from participants_sdk.control import SagaClient  # noqa: PLC0415
+    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
+
+    payload = _parse_data(data)
+    settings = load_settings(amqp_url=amqp_url)
+
+    async def send() -> str:
+        broker = await RabbitBroker.connect(
+            settings.amqp_url,
+            queue_type=settings.queue_type,
+            delivery_limit=settings.delivery_limit,
+            name="sagawire-cli",
+        )
+        try:
+            await broker.declare_topology([])
+            return await SagaClient(broker).start_saga(machine, payload, saga_id=saga_id)
+        finally:
+            await broker.close()
+
+    try:
+        typer.echo(asyncio.run(send()))
+    except (BrokerError, OSError) as exc:
+        raise fail(str(exc)) from None

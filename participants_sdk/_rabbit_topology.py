@@ -1,0 +1,363 @@
+"""RabbitMQ's side of the wire protocol: queue arguments, delay buckets, declaration, headers.
+
+Private to `participants_sdk.rabbitmq`. Every queue Sagawire declares is durable and dead-letters
+to `sagawire.dlx` with its own name as routing key, into a durable `<queue>.dlq`.
+
+Quorum queues (the default) get::
+
+    x-queue-type: quorum
+    x-delivery-limit: <delivery_limit>         a poison message is dead-lettered, not looped
+    x-dead-letter-exchange: sagawire.dlx
+    x-dead-letter-routing-key: <queue>
+    x-dead-letter-strategy: at-least-once      a dead letter is confirmed by its DLQ, never lost
+    x-overflow: reject-publish                 required by at-least-once dead-lettering
+
+Classic queues (`queue_type="classic"`) get only the two dead-letter arguments: a classic queue
+has no delivery limit (a message requeued forever loops forever) and dead-letters at most once.
+
+Retries wait in delay queues `<queue>.retry.<ms>`, one per delay bucket, so a short delay never
+waits behind a long one: `x-message-ttl: <ms>`, dead-lettering to the default exchange with the
+target queue as routing key (at-least-once on quorum queues). They are declared on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import math
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, Literal, TypeGuard
+
+import aio_pika
+import aiormq.exceptions
+
+from participants_sdk import protocol as p
+from participants_sdk.errors import BrokerError, BrokerUnreachable, TopologyError
+from participants_sdk.memory import DELIVERY_LIMIT_REASON
+
+QueueType = Literal["quorum", "classic"]
+QUEUE_TYPES: Final = ("quorum", "classic")
+
+RETRY_BUCKETS_MS: Final = (
+    100,
+    250,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+)
+
+# Where a retried message was first published: a delay queue sends it back through the default
+# exchange, and the consumer restores these as the message's exchange and routing key.
+H_DELAYED_EXCHANGE: Final = "x-sagawire-delayed-exchange"
+H_DELAYED_ROUTING_KEY: Final = "x-sagawire-delayed-routing-key"
+
+# Headers the broker adds; a delivery reports them apart from the message's own headers.
+BROKER_HEADERS: Final = frozenset(
+    {
+        "x-death",
+        "x-delivery-count",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+_PRIVATE_HEADERS: Final = frozenset({H_DELAYED_EXCHANGE, H_DELAYED_ROUTING_KEY})
+
+# RabbitMQ's x-death reasons, as a Sagawire dead-letter reason.
+_DEATH_REASONS: Final = {
+    "delivery_limit": DELIVERY_LIMIT_REASON,  # the memory broker's words for it
+    "rejected": "rejected without requeue",
+    "expired": "expired",
+    "maxlen": "queue length limit",
+}
+
+# scheme://user:password@ : the password runs to the last "@" before the host's "/".
+_URL_PASSWORD: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^\s/]*@")
+
+AMQP_ERRORS: Final = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
+"""What a call on a channel raises when the channel or its connection is gone."""
+
+
+def is_queue_type(value: str) -> TypeGuard[QueueType]:
+    return value in QUEUE_TYPES
+
+
+def redact_url(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***`: safe for logs and errors."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def retry_bucket_ms(delay: float) -> int:
+    """The smallest bucket that is at least `delay` seconds; the largest one past that."""
+    wanted = math.ceil(delay * 1000)
+    return next((ms for ms in RETRY_BUCKETS_MS if ms >= wanted), RETRY_BUCKETS_MS[-1])
+
+
+def retry_queue(queue: str, bucket_ms: int) -> str:
+    return f"{queue}.retry.{bucket_ms}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueSettings:
+    queue_type: QueueType
+    delivery_limit: int
+
+    def _durability(self) -> dict[str, Any]:
+        return {"x-queue-type": self.queue_type}
+
+    def _dead_lettering(self, exchange: str, routing_key: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": exchange,
+            "x-dead-letter-routing-key": routing_key,
+        }
+        if self.queue_type == "quorum":
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+        return arguments
+
+    def work_queue(self, queue: str) -> dict[str, Any]:
+        """A queue consumers take messages from: commands, replies, control."""
+        arguments = {**self._durability(), **self._dead_lettering(p.DEAD_LETTER_EXCHANGE, queue)}
+        if self.queue_type == "quorum":
+            arguments["x-delivery-limit"] = self.delivery_limit
+        return arguments
+
+    def dead_letter_queue(self) -> dict[str, Any]:
+        """A DLQ keeps what it holds: no dead-lettering and no limit of its own."""
+        return self._durability()
+
+    def delay_queue(self, target: str, bucket_ms: int) -> dict[str, Any]:
+        return {
+            **self._durability(),
+            **self._dead_lettering("", target),
+            "x-message-ttl": bucket_ms,
+        }
+
+
+class Declarer:
+    """Declares on one channel; a refused declaration becomes a `TopologyError` naming what."""
+
+    def __init__(
+        self, channel: aio_pika.abc.AbstractRobustChannel, settings: QueueSettings
+    ) -> None:
+        self._channel = channel
+        self._settings = settings
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def on_new_channel(
+        cls, connection: aio_pika.abc.AbstractRobustConnection, settings: QueueSettings
+    ) -> AsyncIterator[Declarer]:
+        """A channel of its own: a refused declaration closes the channel it was made on."""
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            yield cls(channel, settings)
+        except AMQP_ERRORS as exc:
+            raise broker_error("declaring the topology failed", exc) from None
+        finally:
+            await close_quietly(channel)
+
+    async def exchange(self, name: str, kind: aio_pika.ExchangeType) -> None:
+        try:
+            await self._channel.declare_exchange(name, kind, durable=True, robust=False)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TopologyError(
+                f"exchange {name!r} exists with another type or arguments than Sagawire "
+                f"declares ({kind.value}, durable): {exc}; delete it or change it to match"
+            ) from None
+
+    async def queue(self, name: str, arguments: Mapping[str, Any]) -> aio_pika.abc.AbstractQueue:
+        try:
+            return await self._channel.declare_queue(
+                name, durable=True, arguments=dict(arguments), robust=False
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TopologyError(
+                f"queue {name!r} exists with other arguments than this broker declares "
+                f"({_describe(arguments)}): {exc}; delete the queue (move its messages first) "
+                "or connect with the queue type and delivery limit it was declared with"
+            ) from None
+
+    async def bind(self, queue: aio_pika.abc.AbstractQueue, exchange: str, key: str) -> None:
+        await queue.bind(exchange, key)
+
+    async def work_queue(self, name: str) -> aio_pika.abc.AbstractQueue:
+        """The queue, its DLQ and the DLQ's binding on the dead-letter exchange."""
+        queue = await self.queue(name, self._settings.work_queue(name))  # first: a clash names it
+        dlq = await self.queue(p.dead_letter_queue(name), self._settings.dead_letter_queue())
+        await self.bind(dlq, p.DEAD_LETTER_EXCHANGE, name)
+        return queue
+
+    async def topology(self, services: Iterable[str]) -> None:
+        await self.exchange(p.COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC)
+        for exchange in (p.REPLIES_EXCHANGE, p.CONTROL_EXCHANGE, p.DEAD_LETTER_EXCHANGE):
+            await self.exchange(exchange, aio_pika.ExchangeType.DIRECT)
+        control = await self.work_queue(p.CONTROL_QUEUE)
+        await self.bind(control, p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY)
+        for service in services:
+            commands = await self.work_queue(p.command_queue(service))
+            await self.bind(commands, p.COMMANDS_EXCHANGE, p.command_binding(service))
+            replies = await self.work_queue(p.reply_queue(service))
+            await self.bind(replies, p.REPLIES_EXCHANGE, service)
+
+    async def delay_queue(self, target: str, bucket_ms: int) -> str:
+        name = retry_queue(target, bucket_ms)
+        await self.queue(name, self._settings.delay_queue(target, bucket_ms))
+        return name
+
+
+class DelayQueues:
+    """The delay queues declared so far: each (queue, bucket) is declared once, on first use."""
+
+    def __init__(self, declaring: Callable[[], AbstractAsyncContextManager[Declarer]]) -> None:
+        self._declaring = declaring
+        self._declared: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def declared(self, queue: str, bucket_ms: int) -> str:
+        name = retry_queue(queue, bucket_ms)
+        if name not in self._declared:
+            async with self._lock:
+                if name not in self._declared:
+                    async with self._declaring() as declarer:
+                        await declarer.delay_queue(queue, bucket_ms)
+                    self._declared.add(name)
+        return name
+
+    def forget(self, name: str) -> None:
+        self._declared.discard(name)
+
+
+def _describe(arguments: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(arguments.items())) or "durable"
+
+
+def split_headers(
+    raw: Mapping[str, Any], queue: str
+) -> tuple[dict[str, Any], dict[str, Any], tuple[str, str] | None]:
+    """The message's own headers, the broker's headers, and where a retried message came from.
+
+    A message the broker dead-lettered (a quorum queue's delivery limit) carries `x-death`
+    instead of Sagawire's dead-letter headers; read from a DLQ it gets them from `x-death`, so
+    a DLQ reads the same whoever moved the message there.
+    """
+    own = {k: v for k, v in raw.items() if k not in BROKER_HEADERS and k not in _PRIVATE_HEADERS}
+    broker = {k: v for k, v in raw.items() if k in BROKER_HEADERS}
+    origin = None
+    if H_DELAYED_EXCHANGE in raw and H_DELAYED_ROUTING_KEY in raw:
+        origin = (_text(raw[H_DELAYED_EXCHANGE]), _text(raw[H_DELAYED_ROUTING_KEY]))
+    deaths = broker.get("x-death")
+    if (
+        queue.endswith(".dlq")
+        and p.H_DEAD_LETTER_REASON not in own
+        and isinstance(deaths, list)
+        and deaths
+        and isinstance(deaths[0], dict)
+    ):
+        death: dict[str, Any] = deaths[0]  # the most recent one comes first
+        reason = _text(death.get("reason", ""))
+        keys = death.get("routing-keys") or [""]
+        exchange, routing_key = origin or (_text(death.get("exchange", "")), _text(keys[0]))
+        own[p.H_DEAD_LETTER_REASON] = _DEATH_REASONS.get(reason, reason)
+        own[p.H_DEAD_LETTER_QUEUE] = _text(death.get("queue", ""))
+        own[p.H_ORIGINAL_EXCHANGE] = exchange
+        own[p.H_ORIGINAL_ROUTING_KEY] = routing_key
+    return own, broker, origin
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def unreachable(redacted_url: str, exc: BaseException) -> BrokerUnreachable:
+    return BrokerUnreachable(
+        f"cannot connect to RabbitMQ at {redacted_url}: {_describe_failure(exc)}; "
+        "is it running? see `make services`"
+    )
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """A short reason for a failed connection, with any URL in it redacted."""
+    if _refused(exc):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(
+        exc,
+        aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError,
+    ):
+        return "login refused (check the user, password and virtual host)"
+    text = redact_url(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """aiormq reports a refused connection as an AMQPConnectionError carrying the errno."""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError) or (
+            exc.args and exc.args[0] == errno.ECONNREFUSED
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def broker_error(action: str, exc: BaseException) -> BrokerError:
+    """A `BrokerError` for a failed channel call, with the AMQP reason when there is one."""
+    reason = redact_url(str(exc)) or type(exc).__name__
+    return BrokerError(f"{action}: {reason}")
+
+
+async def close_quietly(channel: aio_pika.abc.AbstractChannel) -> None:
+    if not channel.is_closed:
+        with contextlib.suppress(*AMQP_ERRORS):
+            await channel.close()
+
+
+def to_amqp(message: p.WireMessage) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body,
+        headers=message.headers,
+        content_type=message.content_type or None,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id or None,
+        correlation_id=message.correlation_id,
+        type=message.type or None,
+    )
+
+
+def from_amqp(
+    incoming: aio_pika.abc.AbstractIncomingMessage, queue: str
+) -> tuple[p.WireMessage, dict[str, Any]]:
+    """The delivered message as Sagawire sees it, and the headers the broker added to it."""
+    headers, broker_headers, origin = split_headers(dict(incoming.headers), queue)
+    exchange, routing_key = origin or (incoming.exchange or "", incoming.routing_key or "")
+    message = p.WireMessage(
+        message_id=incoming.message_id or "",
+        type=incoming.type or "",
+        body=incoming.body,
+        correlation_id=incoming.correlation_id,
+        headers=headers,
+        content_type=incoming.content_type or "",
+        exchange=exchange,
+        routing_key=routing_key,
+    )
+    return message, broker_headers

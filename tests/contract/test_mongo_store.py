@@ -1,0 +1,308 @@
+"""What only the MongoDB store has: definition snapshots, connecting, batching, indexes, claims."""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+import gc
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from orchestrator.adapters.mongo import MongoSagaStore
+from orchestrator.adapters.mongo_store import SAGA_INDEXES
+from orchestrator.core.definition import MachineDefinition
+from orchestrator.errors import ConfigurationError, DefinitionChanged, StoreError, VersionConflict
+from orchestrator.machines import MachineRegistry, load_machines
+
+MACHINES = Path(__file__).resolve().parents[2] / "machines"
+
+pytestmark = [pytest.mark.mongo, pytest.mark.asyncio]
+
+
+@pytest.fixture(scope="module")
+def registry() -> MachineRegistry:
+    return load_machines(MACHINES)
+
+
+async def snapshots(store: MongoSagaStore) -> dict[str, dict]:
+    return {doc["_id"]: doc async for doc in store.database["machines"].find({})}
+
+
+# -- machine definition snapshots --------------------------------------------------------------
+
+
+async def test_register_definitions_stores_a_snapshot_per_version(mongo_store, registry):
+    await mongo_store.register_definitions(registry)
+
+    stored = await snapshots(mongo_store)
+    assert set(stored) == {f"{d.machine}:v{d.version}" for d in registry}
+    for definition in registry:
+        doc = stored[f"{definition.machine}:v{definition.version}"]
+        assert doc["machine"] == definition.machine
+        assert doc["version"] == definition.version
+        assert doc["hash"] == definition.content_hash()
+        assert doc["definition"] == definition.snapshot()
+        assert doc["source"] == registry.source(*definition.key)
+        assert doc["first_loaded_at"].tzinfo is not None
+
+
+async def test_register_definitions_again_changes_nothing(mongo_store, registry):
+    await mongo_store.register_definitions(registry)
+    before = await snapshots(mongo_store)
+    await mongo_store.register_definitions(registry)
+    assert await snapshots(mongo_store) == before
+
+
+async def test_a_changed_definition_under_the_same_version_is_refused(mongo_store, registry):
+    await mongo_store.register_definitions(registry)
+    original = registry.latest("order")
+    changed = MachineDefinition.model_validate(
+        {**original.snapshot(), "description": "someone edited this in place"}
+    )
+    edited = MachineRegistry([changed], sources={changed.key: "machines/order-edited.yaml"})
+
+    with pytest.raises(DefinitionChanged) as raised:
+        await mongo_store.register_definitions(edited)
+
+    [problem] = raised.value.problems
+    assert problem.startswith(
+        f"machines/order-edited.yaml: machine 'order' v{original.version} changed since it was "
+        "first loaded"
+    )
+    assert f"stored hash {original.content_hash()[:12]}" in problem
+    assert f"now {changed.content_hash()[:12]}" in problem
+    assert "give the change a new version" in problem
+    stored = await snapshots(mongo_store)
+    assert stored[f"order:v{original.version}"]["hash"] == original.content_hash()
+
+
+async def test_stored_definitions_round_trip(mongo_store, registry):
+    await mongo_store.register_definitions(registry)
+
+    loaded = await mongo_store.stored_definitions()
+
+    assert [d.key for d in loaded] == sorted(d.key for d in registry)
+    for definition in loaded:
+        original = registry.get(*definition.key)
+        assert definition == original
+        assert definition.content_hash() == original.content_hash()
+
+
+async def test_stored_definitions_keep_versions_gone_from_the_files(mongo_store, registry):
+    await mongo_store.register_definitions(registry)
+    await mongo_store.register_definitions(MachineRegistry([]))
+    assert len(await mongo_store.stored_definitions()) == len(registry)
+
+
+# -- connecting --------------------------------------------------------------------------------
+
+
+async def test_connect_to_a_closed_port_fails_fast_without_the_password():
+    url = "mongodb://user:secret@127.0.0.1:1/"
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        # PyMongo 4.20 does not close the socket of a server check that the client's close()
+        # cancels mid-connect (PYTHON-5867); collect it here rather than in a later test.
+        warnings.simplefilter("ignore", ResourceWarning)
+        with pytest.raises(ConfigurationError) as raised:
+            await MongoSagaStore.connect(url, timeout=1.0)
+        gc.collect()
+    message = str(raised.value)
+    assert time.monotonic() - started < 3
+    assert "secret" not in message
+    assert message.startswith("cannot reach MongoDB at mongodb://user:***@127.0.0.1:1/: ")
+    assert "see `make services`" in message
+    assert "\n" not in message
+
+
+async def test_connect_rejects_an_invalid_url_without_the_password():
+    with pytest.raises(ConfigurationError) as raised:
+        await MongoSagaStore.connect("mongodb://user:secret@127.0.0.1:notaport/")
+    assert "secret" not in str(raised.value)
+    assert "invalid MongoDB URL mongodb://user:***@" in str(raised.value)
+
+
+async def test_the_database_comes_from_the_argument_the_url_or_the_default(mongodb_url):
+    base = mongodb_url.split("?")[0].rstrip("/")
+    for url, database, expected in [
+        (f"{base}/", None, "sagawire"),
+        (f"{base}/from_url", None, "from_url"),
+        (f"{base}/from_url", "given", "given"),
+    ]:
+        store = await MongoSagaStore.connect(url, database)
+        assert store.database.name == expected
+        await store.close()
+
+
+# -- writes and batching -----------------------------------------------------------------------
+
+
+async def test_a_save_is_one_write(plain_mongo_store, make_saga):
+    store = plain_mongo_store
+    saga = await store.insert(make_saga())
+    writes, round_trips = store.writes, store.round_trips
+    saga = await store.save(saga)
+    assert (store.writes - writes, store.round_trips - round_trips) == (1, 1)
+    assert (await store.load("saga-1")).version == 2
+
+
+async def test_with_version_claims_a_save_is_two_writes(claims_mongo_store, make_saga):
+    store = claims_mongo_store
+    saga = await store.insert(make_saga())
+    writes, round_trips = store.writes, store.round_trips
+    await store.save(saga)
+    assert (store.writes - writes, store.round_trips - round_trips) == (2, 2)
+
+
+async def test_the_single_write_save_still_checks_the_version(plain_mongo_store, make_saga):
+    store = plain_mongo_store
+    stale = await store.insert(make_saga())
+    await store.save(await store.load("saga-1"))
+    with pytest.raises(VersionConflict):
+        await store.save(stale)
+    assert (await store.load("saga-1")).version == 2
+
+
+async def test_marks_are_written_in_one_round_trip(mongo_store, make_saga):
+    for number in range(50):
+        await mongo_store.insert(make_saga(f"saga-{number}"))
+    writes, round_trips = mongo_store.writes, mongo_store.round_trips
+
+    for number in range(50):
+        await mongo_store.mark_published(f"saga-{number}", 1)
+    await mongo_store.flush()
+
+    assert (mongo_store.writes - writes, mongo_store.round_trips - round_trips) == (50, 1)
+    assert await mongo_store.with_outbox(100) == []
+
+
+async def test_marks_are_written_in_the_background(mongo_store, make_saga):
+    await mongo_store.insert(make_saga())
+    await mongo_store.mark_published("saga-1", 1)
+    raw = mongo_store.database["sagas"]
+    for _ in range(100):
+        if (await raw.find_one({"_id": "saga-1"}))["outbox"] == []:
+            break
+        await asyncio.sleep(0.01)
+    stored = await raw.find_one({"_id": "saga-1"})
+    assert stored["outbox"] == []
+    assert "outbox_pending" not in stored
+
+
+class FailingOnce:
+    """A collection whose named method fails once, as a dropped connection would."""
+
+    def __init__(self, collection, method: str) -> None:
+        self._collection = collection
+        self._method = method
+        self.failed = False
+
+    def __getattr__(self, name: str):
+        real = getattr(self._collection, name)
+        if name != self._method or self.failed:
+            return real
+
+        async def fail(*args, **kwargs):
+            self.failed = True
+            raise AutoReconnect("connection dropped")
+
+        return fail
+
+
+async def test_a_failed_flush_keeps_the_marks_for_the_next_one(mongo_store, make_saga, monkeypatch):
+    await mongo_store.insert(make_saga())
+    monkeypatch.setattr(mongo_store, "_sagas", FailingOnce(mongo_store._sagas, "bulk_write"))
+
+    await mongo_store.mark_published("saga-1", 1)
+    with pytest.raises(StoreError, match="connection dropped"):
+        await mongo_store.flush()
+    # Still read as published by this store meanwhile.
+    assert (await mongo_store.load("saga-1")).outbox == []
+
+    await mongo_store.flush()
+    stored = await mongo_store.database["sagas"].find_one({"_id": "saga-1"})
+    assert stored["outbox"] == []
+
+
+async def test_close_writes_the_queued_marks_and_is_idempotent(mongodb_url, mongo_store, make_saga):
+    store = await MongoSagaStore.connect(mongodb_url, mongo_store.database.name)
+    await store.insert(make_saga())
+    await store.mark_published("saga-1", 1)
+
+    await store.close()
+    await store.close()
+
+    with pytest.raises(StoreError, match="closed"):
+        await store.mark_published("saga-1", 1)
+    assert (await mongo_store.load("saga-1")).outbox == []
+
+
+async def test_ensure_indexes_creates_every_index_once(mongo_store):
+    await mongo_store.ensure_indexes()  # again: no error, no duplicates
+
+    indexes = {i["name"]: i async for i in await mongo_store.database["sagas"].list_indexes()}
+
+    assert set(indexes) == {"_id_"} | {name for name, _, _ in SAGA_INDEXES}
+    assert list(indexes["status_deadline"]["key"].items()) == [("status", 1), ("deadline", 1)]
+
+
+async def test_count_by_status(mongo_store, make_saga):
+    from orchestrator.core.saga import SagaStatus  # noqa: PLC0415
+
+    await mongo_store.insert(make_saga("a", status=SagaStatus.RUNNING))
+    await mongo_store.insert(make_saga("b", status=SagaStatus.RUNNING))
+    other = make_saga("c", status=SagaStatus.FAILED)
+    other.machine = "other"
+    await mongo_store.insert(other)
+
+    counts = await mongo_store.count_by_status()
+    assert counts["running"] == 2
+    assert counts["failed"] == 1
+    assert counts["succeeded"] == 0
+    assert (await mongo_store.count_by_status("other"))["running"] == 0
+
+
+async def test_a_value_bson_cannot_hold_is_a_store_error(mongo_store, make_saga):
+    with pytest.raises(StoreError, match="cannot insert saga 'saga-1'"):
+        await mongo_store.insert(make_saga(data={"amount": decimal.Decimal("1.5")}))
+    assert await mongo_store.load("saga-1") is None
+
+
+# -- version claims ----------------------------------------------------------------------------
+
+
+async def test_a_stale_writer_cannot_claim_a_cleaned_up_version(claims_mongo_store, make_saga):
+    await claims_mongo_store.insert(make_saga())
+    stale = await claims_mongo_store.load("saga-1")
+    for _ in range(3):
+        await claims_mongo_store.save(await claims_mongo_store.load("saga-1"))
+    await claims_mongo_store.flush()  # older claims shrunk to their key
+
+    with pytest.raises(VersionConflict):
+        await claims_mongo_store.save(stale)
+    assert (await claims_mongo_store.load("saga-1")).version == 4
+    claims = claims_mongo_store.database["saga_versions"]
+    full = [doc["version"] async for doc in claims.find({"saga": {"$exists": True}})]
+    assert full == [4]
+
+
+async def test_a_save_whose_saga_write_was_lost_is_repaired_on_load(
+    claims_mongo_store, make_saga, monkeypatch
+):
+    saga = await claims_mongo_store.insert(make_saga())
+    saga.data["step"] = "two"
+    sagas = claims_mongo_store._sagas
+    monkeypatch.setattr(claims_mongo_store, "_sagas", FailingOnce(sagas, "replace_one"))
+
+    with pytest.raises(StoreError):
+        await claims_mongo_store.save(saga)  # the claim was written, the saga document was not
+
+    assert (await sagas.find_one({"_id": "saga-1"}))["version"] == 1
+    loaded = await claims_mongo_store.load("saga-1")
+    assert loaded.version == 2
+    assert loaded.data["step"] == "two"
+    assert (await sagas.find_one({"_id": "saga-1"}))["version"] == 2
