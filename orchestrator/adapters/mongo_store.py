@@ -17,7 +17,9 @@ holds the new document, so it is the committed state: `sagas` is then written as
 queries, and a load that finds a newer claim than the saga document uses (and repairs) it. Claims
 older than the latest are shrunk to their key, which must stay: it is what stops a stale writer
 from claiming that version again. This costs a second write per save and a second read per load,
-on FerretDB only.
+on FerretDB only. There `sagas` may lag behind for a while (an outbox mark racing a save rewrites
+the older version): the queries on it (`due`, `with_outbox`, counts) only choose which sagas to
+look at, and the load that follows reads the claim and repairs the document.
 
 Times: BSON keeps milliseconds, so a loaded saga's datetimes are the saved ones truncated to the
 millisecond, timezone-aware UTC. `insert` and `save` return the saga as given (not truncated); with
@@ -134,13 +136,13 @@ class MongoSagaStore:
                 await client.admin.command("ping")
                 build = await client.admin.command("buildInfo")
         except OperationFailure as exc:
-            await client.close()
+            await _close_failed(client)
             raise ConfigurationError(
                 f"MongoDB at {where} refused the connection: {_reason(exc)}; "
                 "check the user, password and authSource in the URL"
             ) from exc
         except PyMongoError as exc:
-            await client.close()
+            await _close_failed(client)
             raise ConfigurationError(
                 f"cannot reach MongoDB at {where}: {_reason(exc)}; "
                 "is it running? see `make services`"
@@ -291,14 +293,15 @@ class MongoSagaStore:
         if self._closed:
             return
         self._closed = True
+        try:
+            await self.flush()  # waits for a flush in progress, then writes the rest
+        except StoreError as exc:
+            log.warning("marks_lost_on_close", marks=len(self._marks), error=str(exc))
         if self._flusher is not None:
+            # Idle now (nothing is queued), so cancelling it interrupts no database call.
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        try:
-            await self.flush()
-        except StoreError as exc:
-            log.warning("marks_lost_on_close", marks=len(self._marks), error=str(exc))
         await self.client.close()
 
     def _wake_flusher(self, queued: int) -> None:
@@ -403,6 +406,17 @@ class MongoSagaStore:
             async for row in await self._sagas.aggregate(pipeline):
                 counts[str(row["_id"])] = int(row["count"])
         return counts
+
+
+async def _close_failed(client: AsyncMongoClient[Document]) -> None:
+    """Close a client whose server did not answer.
+
+    Its monitor retries the connection at once while a server is being selected; PyMongo 4.20
+    leaks the socket of a connection attempt that `close()` cancels (PYTHON-5867). Attempts to
+    an unreachable server end within milliseconds, and after that the monitor sleeps.
+    """
+    await asyncio.sleep(0.05)
+    await client.close()
 
 
 def _claim_key(saga_id: str, version: int) -> str:

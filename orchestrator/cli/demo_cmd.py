@@ -83,9 +83,8 @@ def demo(
 ) -> None:
     """Run order sagas against demo payment, stock and delivery services, all in this process.
 
-    About --failure-rate of the sagas meet a business failure at a random step and are
-    compensated (refund, release stock). Exits 1 if any saga is stuck or failed.
-    """
+    About --failure-rate of the sagas meet a business failure at a random step and are compensated (refund, release stock). Exits 1 if any saga is stuck or failed.
+    """  # noqa: E501 - typer keeps line breaks: one paragraph, one line
     registry = _load(machines or default_machines_path())
     if as_json:
         report = asyncio.run(

@@ -18,7 +18,7 @@ from participants_sdk.errors import BrokerError
 
 AmqpUrl = Annotated[
     str | None,
-    typer.Option(help="RabbitMQ URL [env: SAGAWIRE_AMQP_URL]", show_default=False),
+    typer.Option(help="RabbitMQ URL (env SAGAWIRE_AMQP_URL)", show_default=False),
 ]
 
 
@@ -55,31 +55,29 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def run(
     amqp_url: AmqpUrl = None,
     mongodb_url: Annotated[
-        str | None, typer.Option(help="MongoDB URL [env: SAGAWIRE_MONGODB_URL]", show_default=False)
+        str | None, typer.Option(help="MongoDB URL (env SAGAWIRE_MONGODB_URL)", show_default=False)
     ] = None,
     machines: Annotated[
-        Path | None, typer.Option(help="Machines folder or file [env: SAGAWIRE_MACHINES]")
+        Path | None, typer.Option(help="Machines folder or file (env SAGAWIRE_MACHINES)")
     ] = None,
     http_port: Annotated[
         int | None,
         typer.Option(
-            help="Port of /healthz, /readyz and /metrics; 0: off [env: SAGAWIRE_HTTP_PORT]"
+            help="Port of /healthz, /readyz and /metrics; 0: off (env SAGAWIRE_HTTP_PORT)"
         ),
     ] = None,
     queue_type: Annotated[
-        str | None, typer.Option(help="quorum (default) or classic [env: SAGAWIRE_QUEUE_TYPE]")
+        str | None, typer.Option(help="quorum (default) or classic (env SAGAWIRE_QUEUE_TYPE)")
     ] = None,
     max_live_actors: Annotated[
         int | None,
-        typer.Option(help="Sagas held in memory at most [env: SAGAWIRE_MAX_LIVE_ACTORS]"),
+        typer.Option(help="Sagas held in memory at most (env SAGAWIRE_MAX_LIVE_ACTORS)"),
     ] = None,
 ) -> None:
     """Run the orchestrator daemon until SIGTERM or Ctrl-C.
 
-    Loads the machines, connects to RabbitMQ and MongoDB (failing at once, with what to check,
-    if either cannot be reached), publishes commands a crash left unconfirmed, fires due timers,
-    then consumes the reply queues of every service the machines use and the control queue.
-    """
+    Loads the machines, connects to RabbitMQ and MongoDB (failing at once, with what to check, if either cannot be reached), publishes commands a crash left unconfirmed, fires due timers, then consumes the reply queues of every service the machines use and the control queue.
+    """  # noqa: E501 - typer keeps line breaks: one paragraph, one line
     from orchestrator.daemon.main import run_daemon  # noqa: PLC0415 - keeps other commands light
 
     settings = load_settings(

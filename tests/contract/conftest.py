@@ -30,7 +30,6 @@ from orchestrator.core.saga import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-MACHINES = REPO / "machines"
 MONGODB_URL_VARIABLE = "SAGAWIRE_TEST_MONGODB_URL"
 NO_MONGODB = f"no MongoDB for the tests: run `make services` or set {MONGODB_URL_VARIABLE}"
 # Millisecond precision: what MongoDB keeps.
