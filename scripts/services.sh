@@ -5,6 +5,8 @@
 #   scripts/services.sh stop     stop what `start` started (by pid), nothing else
 #   scripts/services.sh status   say what runs
 #   scripts/services.sh env      print the URLs as shell assignments
+#   scripts/services.sh stop-rabbitmq | start-rabbitmq | stop-mongo | start-mongo
+#                                one server at a time (fault-injection tests use these)
 #
 # RabbitMQ comes from Debian's packages; FerretDB (SQLite backend) is built from the Go module
 # proxy at a pinned version. Both keep their state under .services/ in the checkout. When
@@ -166,6 +168,10 @@ case "${1:-start}" in
     stop_rabbitmq
     rm -f "$ENV_FILE"
     ;;
+  stop-rabbitmq) stop_rabbitmq ;;
+  start-rabbitmq) start_rabbitmq ;;
+  stop-mongo) stop_ferretdb ;;
+  start-mongo) start_ferretdb ;;
   status)
     alive "$RABBIT_PID" && say "RabbitMQ running (pid $(cat "$RABBIT_PID"))" || say "RabbitMQ not running"
     alive "$FERRET_PID" && say "FerretDB running (pid $(cat "$FERRET_PID"))" || say "FerretDB not running"
@@ -175,6 +181,6 @@ case "${1:-start}" in
     cat "$ENV_FILE"
     ;;
   *)
-    die "usage: $0 start|stop|status|env"
+    die "usage: $0 start|stop|status|env|stop-rabbitmq|start-rabbitmq|stop-mongo|start-mongo"
     ;;
 esac

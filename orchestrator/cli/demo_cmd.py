@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,9 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.cli.app import app
-from orchestrator.demo.run import DEMO_MACHINE, DemoReport, run_demo
-from orchestrator.errors import DefinitionError
+from orchestrator.demo.run import DEMO_MACHINE, DemoReport, run_demo, server_infra
+from orchestrator.errors import ConfigurationError, DefinitionError
+from orchestrator.logs import redact
 from orchestrator.machines import MachineRegistry, load_machines
+from participants_sdk.errors import BrokerError
 
 PACKAGED_MACHINES = Path(__file__).resolve().parents[2] / "machines"
 
@@ -80,40 +83,64 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the outcome counts as JSON, no progress bar.")
     ] = False,
+    amqp_url: Annotated[
+        str | None,
+        typer.Option(help="Run over this RabbitMQ instead of in memory (with --mongodb-url)."),
+    ] = None,
+    mongodb_url: Annotated[
+        str | None,
+        typer.Option(help="Keep the sagas in this MongoDB instead of in memory (with --amqp-url)."),
+    ] = None,
 ) -> None:
     """Run order sagas against demo payment, stock and delivery services, all in this process.
 
     About --failure-rate of the sagas meet a business failure at a random step and are compensated (refund, release stock). Exits 1 if any saga is stuck or failed.
     """  # noqa: E501 - typer keeps line breaks: one paragraph, one line
     registry = _load(machines or default_machines_path())
-    if as_json:
-        report = asyncio.run(
-            run_demo(
-                registry, sagas=sagas, failure_rate=failure_rate, seed=seed, finish_within=timeout
-            )
+    if (amqp_url is None) != (mongodb_url is None):
+        typer.echo("error: give both --amqp-url and --mongodb-url, or neither", err=True)
+        raise typer.Exit(code=2)
+
+    async def demo_run(on_progress: Callable[[int], None] | None = None) -> DemoReport:
+        infra = None
+        if amqp_url is not None and mongodb_url is not None:
+            infra = await server_infra(amqp_url, mongodb_url)
+        return await run_demo(
+            registry,
+            sagas=sagas,
+            failure_rate=failure_rate,
+            seed=seed,
+            finish_within=timeout,
+            on_progress=on_progress,
+            infra=infra,
         )
-        typer.echo(json.dumps(report.as_json()))
-    else:
-        console = Console()
-        with Progress(
-            TextColumn("[bold]sagas finished"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            task = progress.add_task("sagas", total=sagas)
-            report = asyncio.run(
-                run_demo(
-                    registry,
-                    sagas=sagas,
-                    failure_rate=failure_rate,
-                    seed=seed,
-                    finish_within=timeout,
-                    on_progress=lambda done: progress.update(task, completed=done),
-                )
-            )
-        console.print(_summary(report))
+
+    try:
+        report = _report(demo_run, as_json=as_json, sagas=sagas)
+    except (ConfigurationError, BrokerError) as exc:
+        typer.echo(f"error: {redact(str(exc))}", err=True)
+        raise typer.Exit(code=1) from None
     if report.stuck or report.failed or report.applied_twice:
         sys.exit(1)
+
+
+def _report(
+    demo_run: Callable[..., Coroutine[Any, Any, DemoReport]], *, as_json: bool, sagas: int
+) -> DemoReport:
+    if as_json:
+        report = asyncio.run(demo_run())
+        typer.echo(json.dumps(report.as_json()))
+        return report
+    console = Console()
+    with Progress(
+        TextColumn("[bold]sagas finished"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("sagas", total=sagas)
+        report = asyncio.run(demo_run(lambda done: progress.update(task, completed=done)))
+    console.print(_summary(report))
+    return report

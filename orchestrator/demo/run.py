@@ -11,7 +11,8 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrator.adapters.memory import MemoryBroker, MemorySagaStore
@@ -19,6 +20,7 @@ from orchestrator.core.messages import Decision
 from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.demo.participants import FAILING_SERVICES, FaultPlan, Ledger, demo_services
 from orchestrator.machines import MachineRegistry
+from orchestrator.ports import Broker, SagaStore
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
 from participants_sdk.control import SagaClient
 
@@ -43,8 +45,8 @@ class DemoReport:
         return dataclasses.asdict(self)
 
 
-def order_data(index: int, rng: random.Random) -> dict[str, Any]:
-    order_id = f"order-{index:06d}"
+def order_data(index: int, rng: random.Random, *, prefix: str = "") -> dict[str, Any]:
+    order_id = f"order-{prefix}{index:06d}"
     return {
         "order_id": order_id,
         "customer_id": f"customer-{rng.randrange(1, 500):04d}",
@@ -63,6 +65,51 @@ def fault_plan(orders: list[dict[str, Any]], failure_rate: float, rng: random.Ra
     return plan
 
 
+@dataclasses.dataclass
+class DemoInfra:
+    """Where the demo runs: connections to a broker, and a saga store."""
+
+    connect: Callable[[str], Awaitable[Broker]]
+    store: SagaStore
+    close: Callable[[], Awaitable[None]]
+    run_id: str = ""
+    """Prefix of this run's saga ids, so that runs against a shared database never collide."""
+
+
+def memory_infra() -> DemoInfra:
+    broker = MemoryBroker()
+
+    async def connect(_: str) -> Broker:
+        return broker.connect()
+
+    async def close() -> None:
+        return None
+
+    return DemoInfra(connect, MemorySagaStore(), close)
+
+
+async def server_infra(amqp_url: str, mongodb_url: str) -> DemoInfra:
+    """RabbitMQ and MongoDB: fails fast, naming the redacted URL, if either cannot be reached."""
+    from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415 - only for this mode
+    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
+
+    store = await MongoSagaStore.connect(mongodb_url)
+    await store.ensure_indexes()
+    brokers: list[RabbitBroker] = []
+
+    async def connect(name: str) -> Broker:
+        broker = await RabbitBroker.connect(amqp_url, name=f"sagawire-demo-{name}")
+        brokers.append(broker)
+        return broker
+
+    async def close() -> None:
+        for broker in brokers:
+            await broker.close()
+        await store.close()
+
+    return DemoInfra(connect, store, close, run_id=f"{uuid.uuid4().hex[:8]}-")
+
+
 async def run_demo(
     registry: MachineRegistry,
     *,
@@ -72,14 +119,16 @@ async def run_demo(
     finish_within: float = 120.0,
     settings: RuntimeSettings | None = None,
     on_progress: Callable[[int], None] | None = None,
+    infra: DemoInfra | None = None,
 ) -> DemoReport:
     rng = random.Random(seed)  # noqa: S311 - picks demo data, not secrets
-    orders = [order_data(i, rng) for i in range(sagas)]
+    infra = infra or memory_infra()
+    orders = [order_data(i, rng, prefix=infra.run_id) for i in range(sagas)]
     plan = fault_plan(orders, failure_rate, rng)
     ledger = Ledger()
-    broker = MemoryBroker()
-    store = MemorySagaStore()
-    system = ActorSystem(registry, store, broker.connect(), settings=settings)
+    system = ActorSystem(
+        registry, infra.store, await infra.connect("orchestrator"), settings=settings
+    )
 
     finished: set[str] = set()
     all_done = asyncio.Event()
@@ -95,25 +144,27 @@ async def run_demo(
     system.listeners.append(on_decision)
     began = time.perf_counter()
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(infra.close)
         for service in demo_services(plan, ledger):
-            await stack.enter_async_context(service.serve(broker.connect()))
+            await stack.enter_async_context(service.serve(await infra.connect(service.service)))
         await stack.enter_async_context(system)
-        connection = broker.connect()
-        stack.push_async_callback(connection.close)
-        client = SagaClient(connection)
+        client = SagaClient(await infra.connect("client"))
         for order in orders:
             await client.start_saga(DEMO_MACHINE, order, saga_id=order["order_id"])
         if sagas:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_done.wait(), finish_within)
-    elapsed = time.perf_counter() - began
-
-    outcomes = dict.fromkeys(SagaStatus, 0)
-    for saga in store.all():
-        outcomes[saga.status] += 1
+        elapsed = time.perf_counter() - began
+        outcomes = dict.fromkeys(SagaStatus, 0)
+        started = 0
+        for order in orders:
+            saga = await infra.store.load(order["order_id"])
+            if saga is not None:
+                started += 1
+                outcomes[saga.status] += 1
     done = sum(n for status, n in outcomes.items() if status.finished)
     return DemoReport(
-        started=len(store),
+        started=started,
         succeeded=outcomes[SagaStatus.SUCCEEDED],
         compensated=outcomes[SagaStatus.COMPENSATED],
         failed=outcomes[SagaStatus.FAILED],

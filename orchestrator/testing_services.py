@@ -1,0 +1,105 @@
+"""Where the tests find RabbitMQ and MongoDB.
+
+In this order: the URLs in `SAGAWIRE_TEST_AMQP_URL` / `SAGAWIRE_TEST_MONGODB_URL`; the servers
+`make services` started (their URLs are in `.services/env`); containers started with
+testcontainers when a Docker engine answers. With none of these, `ServicesUnavailable` says how
+to provide them: a test that needs a server fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+AMQP_VARIABLE = "SAGAWIRE_TEST_AMQP_URL"
+MONGODB_VARIABLE = "SAGAWIRE_TEST_MONGODB_URL"
+HOW_TO = (
+    "run `make services` (local RabbitMQ and FerretDB), set {variable}, or start a Docker engine "
+    "for testcontainers"
+)
+
+
+class ServicesUnavailable(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceUrls:
+    amqp: str
+    mongodb: str
+    source: str
+    """`environment`, `make services` or `testcontainers`."""
+
+
+def _env_file(root: Path) -> dict[str, str]:
+    path = root / ".services" / "env"
+    if not path.is_file():
+        return {}
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and value.strip():
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]  # noqa: PLC0415 - comes with testcontainers
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception:  # noqa: BLE001 - any failure means: no engine to use
+        return False
+    return True
+
+
+_containers: list[Any] = []
+
+
+def _from_containers() -> ServiceUrls:
+    from testcontainers.mongodb import MongoDbContainer  # noqa: PLC0415
+    from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415
+
+    rabbit = RabbitMqContainer("rabbitmq:3.13-management").start()
+    mongo = MongoDbContainer("mongo:7").start()
+    _containers.extend([rabbit, mongo])
+    atexit.register(_stop_containers)
+    host, port = rabbit.get_container_host_ip(), rabbit.get_exposed_port(5672)
+    return ServiceUrls(
+        amqp=f"amqp://guest:guest@{host}:{port}/",
+        mongodb=mongo.get_connection_url(),
+        source="testcontainers",
+    )
+
+
+def _stop_containers() -> None:
+    while _containers:
+        with contextlib.suppress(Exception):
+            _containers.pop().stop()
+
+
+@functools.cache
+def service_urls(root: Path | None = None) -> ServiceUrls:
+    """The test servers' URLs, or `ServicesUnavailable` naming what to do."""
+    root = root or Path.cwd()
+    amqp, mongodb = os.environ.get(AMQP_VARIABLE), os.environ.get(MONGODB_VARIABLE)
+    if amqp and mongodb:
+        return ServiceUrls(amqp, mongodb, "environment")
+    started = _env_file(root)
+    amqp = amqp or started.get(AMQP_VARIABLE)
+    mongodb = mongodb or started.get(MONGODB_VARIABLE)
+    if amqp and mongodb:
+        return ServiceUrls(amqp, mongodb, "make services")
+    if _docker_engine_answers():
+        return _from_containers()
+    missing = AMQP_VARIABLE if not amqp else MONGODB_VARIABLE
+    raise ServicesUnavailable(
+        f"no {'RabbitMQ' if not amqp else 'MongoDB'} for the tests: "
+        + HOW_TO.format(variable=missing)
+    )
