@@ -9,7 +9,6 @@ queue) stays: it is what any Sagawire daemon on the node declares, and others ma
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,28 +16,21 @@ from typing import Any
 import aio_pika
 import pytest
 
+from orchestrator.testing_services import ServicesUnavailable, service_urls
 from participants_sdk import protocol as p
 from participants_sdk.memory import MemoryBroker, MemoryConnection
 from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker
 from participants_sdk.transport import Broker, Delivery
 
 ROOT = Path(__file__).resolve().parents[2]
-AMQP_URL_ENV = "SAGAWIRE_TEST_AMQP_URL"
-NO_RABBITMQ = "no RabbitMQ for the tests: run `make services` or set SAGAWIRE_TEST_AMQP_URL"
 
 
 def amqp_url() -> str:
-    """The test broker's URL: the environment, else `.services/env`; fails (never skips)."""
-    url = os.environ.get(AMQP_URL_ENV)
-    env_file = ROOT / ".services" / "env"
-    if not url and env_file.is_file():
-        for line in env_file.read_text().splitlines():
-            key, sep, value = line.strip().partition("=")
-            if sep and key.strip() == AMQP_URL_ENV:
-                url = value.strip().strip("'\"")
-    if not url:
-        pytest.fail(NO_RABBITMQ, pytrace=False)
-    return url
+    """The test broker's URL (see orchestrator.testing_services); fails, never skips."""
+    try:
+        return service_urls(ROOT).amqp
+    except ServicesUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def unique(prefix: str = "t") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,35 +27,19 @@ from orchestrator.core.saga import (
     Saga,
     SagaStatus,
 )
+from orchestrator.testing_services import ServicesUnavailable, service_urls
 
 REPO = Path(__file__).resolve().parents[2]
-MONGODB_URL_VARIABLE = "SAGAWIRE_TEST_MONGODB_URL"
-NO_MONGODB = f"no MongoDB for the tests: run `make services` or set {MONGODB_URL_VARIABLE}"
 # Millisecond precision: what MongoDB keeps.
 T0 = dt.datetime(2030, 1, 1, 12, 0, 0, 123_000, tzinfo=dt.UTC)
 
 
-def mongodb_test_url() -> str | None:
-    """The environment variable, else the same key in `.services/env` (lines `KEY=VALUE`)."""
-    url = os.environ.get(MONGODB_URL_VARIABLE, "").strip()
-    if url:
-        return url
-    env_file = REPO / ".services" / "env"
-    if not env_file.is_file():
-        return None
-    for line in env_file.read_text(encoding="utf-8").splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == MONGODB_URL_VARIABLE and value.strip():
-            return value.strip()
-    return None
-
-
 @pytest.fixture(scope="session")
 def mongodb_url() -> str:
-    url = mongodb_test_url()
-    if url is None:
-        pytest.fail(NO_MONGODB, pytrace=False)
-    return url
+    try:
+        return service_urls(REPO).mongodb
+    except ServicesUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @contextlib.asynccontextmanager
