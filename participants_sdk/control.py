@@ -75,6 +75,4 @@ class SagaClient:
         message = protocol.WireMessage.json(
             type=verb, payload=body, correlation_id=body["saga_id"], message_id=message_id
         )
-        await self._broker.publish(
-            protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, message
-        )
+        await self._broker.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, message)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import structlog
 
 from participants_sdk import protocol as p
+from participants_sdk._consuming import run_handler
 from participants_sdk.errors import AlreadySettledError, BrokerClosed, TopologyError
 
 if TYPE_CHECKING:
@@ -179,30 +180,6 @@ class MemoryDelivery:
         self.core.pump(self.consumer.queue)
 
 
-async def _run_handler(handler: DeliveryHandler, delivery: MemoryDelivery) -> None:
-    try:
-        await handler(delivery)
-    except asyncio.CancelledError:
-        if delivery.pending:  # the consumer died mid-delivery: the message goes back
-            await delivery.requeue()
-        raise
-    except Exception:  # noqa: BLE001 - whatever a consumer raises, the message must not be lost
-        if delivery.pending:  # settle first: a failing log call must not strand the message
-            await delivery.requeue()
-        _log.exception(
-            "delivery handler raised; its message was requeued unless settled",
-            queue=delivery.queue,
-            message_id=delivery.message.message_id,
-        )
-    else:
-        if delivery.pending:
-            _log.warning(
-                "delivery handler returned without settling; the message stays unacked",
-                queue=delivery.queue,
-                message_id=delivery.message.message_id,
-            )
-
-
 class _Core:
     """The server state shared by a broker and its connections."""
 
@@ -275,7 +252,7 @@ class _Core:
             consumer.unsettled[delivery.tag] = delivery
             queue.unsettled.add(delivery)
             task = asyncio.get_running_loop().create_task(
-                _run_handler(consumer.handler, delivery), name=f"{queue.name}#{delivery.tag}"
+                run_handler(consumer.handler, delivery), name=f"{queue.name}#{delivery.tag}"
             )
             self.tasks.add(task)
             task.add_done_callback(self.task_done)

@@ -33,6 +33,7 @@ import structlog
 
 from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
+from participants_sdk._consuming import run_handler
 from participants_sdk._rabbit_topology import (
     QUEUE_TYPES,
     RETRY_BUCKETS_MS,
@@ -195,30 +196,6 @@ class RabbitDelivery:
         )
 
 
-async def _run_handler(handler: DeliveryHandler, delivery: RabbitDelivery) -> None:
-    try:
-        await handler(delivery)
-    except asyncio.CancelledError:
-        if delivery.pending:  # cancelled by close() after its grace: the message goes back
-            await delivery.requeue()
-        raise
-    except Exception:  # noqa: BLE001 - whatever a consumer raises, the message must not be lost
-        if delivery.pending:  # settle first: a failing log call must not strand the message
-            await delivery.requeue()
-        _log.exception(
-            "delivery handler raised; its message was requeued unless settled",
-            queue=delivery.queue,
-            message_id=delivery.message.message_id,
-        )
-    else:
-        if delivery.pending:
-            _log.warning(
-                "delivery handler returned without settling; the message stays unacked",
-                queue=delivery.queue,
-                message_id=delivery.message.message_id,
-            )
-
-
 class RabbitSubscription:
     """A consumer on its own channel; its handler tasks are tracked until they finish."""
 
@@ -258,7 +235,7 @@ class RabbitSubscription:
             await delivery.requeue()
             return
         task = asyncio.get_running_loop().create_task(
-            _run_handler(self._handler, delivery), name=f"{self.queue}#{incoming.delivery_tag}"
+            run_handler(self._handler, delivery), name=f"{self.queue}#{incoming.delivery_tag}"
         )
         self.tasks.add(task)
         task.add_done_callback(self._task_done)

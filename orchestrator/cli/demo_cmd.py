@@ -15,10 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestrator.cli.app import app
+from orchestrator.cli.common import load_registry
 from orchestrator.demo.run import DEMO_MACHINE, DemoReport, run_demo, server_infra
-from orchestrator.errors import ConfigurationError, DefinitionError
+from orchestrator.errors import ConfigurationError
 from orchestrator.logs import redact
-from orchestrator.machines import MachineRegistry, load_machines
+from orchestrator.machines import MachineRegistry
 from participants_sdk.errors import BrokerError
 
 PACKAGED_MACHINES = Path(__file__).resolve().parents[2] / "machines"
@@ -31,15 +32,7 @@ def default_machines_path() -> Path:
 
 
 def _load(path: Path) -> MachineRegistry:
-    if not path.exists():
-        typer.echo(f"error: machines folder {path} does not exist; pass --machines PATH", err=True)
-        raise typer.Exit(code=2)
-    try:
-        registry = load_machines(path)
-    except DefinitionError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(code=1) from None
+    registry = load_registry(path)
     if registry.find(DEMO_MACHINE) is None:
         typer.echo(f"error: {path} has no machine {DEMO_MACHINE!r}, which the demo runs", err=True)
         raise typer.Exit(code=1)

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.app import app
-from orchestrator.errors import DefinitionError
-from orchestrator.machines import load_machines
+from orchestrator.cli.common import load_registry
 
 machines_app = typer.Typer(
     help="Saga machine definitions (the YAML files in machines/).",
@@ -36,16 +35,7 @@ def validate(
 
     On problems prints each one to stderr, naming file, machine, state and field; exits 1.
     """
-    if not path.exists():
-        typer.echo(f"error: {path}: no such file or folder", err=True)
-        raise typer.Exit(code=2)
-    try:
-        registry = load_machines(path)
-    except DefinitionError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
-        raise typer.Exit(code=1) from None
+    registry = load_registry(path)
     for machine in registry:
         typer.echo(
             f"{registry.source(machine.machine, machine.version)}: "

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from orchestrator.cli.app import app
+from orchestrator.cli.common import fail, print_problems
 from orchestrator.errors import ConfigurationError, DefinitionError
 from orchestrator.logs import redact
 from orchestrator.settings import Settings
@@ -37,11 +38,6 @@ def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - typer option 
                 err=True,
             )
         raise typer.Exit(code=2) from None
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {redact(message)}", err=True)
-    return typer.Exit(code=code)
 
 
 @app.command(
@@ -91,8 +87,7 @@ def run(
     try:
         asyncio.run(run_daemon(settings))
     except DefinitionError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
+        print_problems(exc)
         raise typer.Exit(code=1) from None
     except (ConfigurationError, BrokerError, OSError) as exc:
         raise fail(str(exc)) from None
