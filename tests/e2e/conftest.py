@@ -1,0 +1,167 @@
+"""Fixtures for the end-to-end tests: servers, a database per test, a clean broker, processes.
+
+The servers come from `orchestrator.testing_services.service_urls()`: a test that finds none
+fails with what to do, it never skips. MongoDB gets a database per test, dropped after.
+
+RabbitMQ's queue names are fixed by the wire protocol, so two runs on one virtual host share
+queues: one's daemon takes the other's replies (and dead-letters them as unknown sagas), one's
+participants take the other's commands. On the local node of `make services` each test therefore
+gets a virtual host of its own (created with rabbitmqctl, deleted after). On any broker, each
+test first deletes every queue of the topology it uses, so nothing a former test left behind
+(on the shared default vhost, where isolation is not possible) reaches it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+import pytest_asyncio
+from e2e_support import (
+    REPO,
+    SERVICES,
+    ProcessGroup,
+    add_vhost,
+    database_url,
+    delete_vhost,
+    reset_broker,
+    wait_database_quiet,
+)
+
+from orchestrator.adapters.mongo import MongoSagaStore
+from orchestrator.testing_services import ServicesUnavailable, ServiceUrls, service_urls
+
+SERVICES_SCRIPT = REPO / "scripts" / "services.sh"
+
+
+@pytest.fixture(scope="session")
+def urls() -> ServiceUrls:
+    try:
+        return service_urls(REPO)
+    except ServicesUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def amqp_url(urls: ServiceUrls):
+    """The broker URL for this test: a virtual host of its own on the local node."""
+    if urls.source != "make services":
+        yield urls.amqp  # no rabbitmqctl access: the URL's vhost, cleaned by `clean_broker`
+        return
+    vhost = f"sagawire_e2e_{uuid.uuid4().hex[:8]}"
+    url = add_vhost(urls.amqp, vhost)
+    try:
+        yield url
+    finally:
+        try:
+            delete_vhost(urls.amqp, vhost)
+        except RuntimeError as exc:
+            # Not a failure of the test: say it, without failing it (warnings are errors here).
+            sys.stderr.write(f"e2e: virtual host {vhost} left behind: {exc}\n")
+
+
+@pytest_asyncio.fixture
+async def clean_broker(amqp_url: str) -> None:
+    """Delete every queue of the order topology before the test (the processes redeclare it)."""
+    await reset_broker(amqp_url, SERVICES)
+
+
+@pytest_asyncio.fixture
+async def database(urls: ServiceUrls):
+    """(URL of a fresh database, a store on it for the test's own reads); dropped afterwards."""
+    name = f"sagawire_e2e_{uuid.uuid4().hex[:8]}"
+    url = database_url(urls.mongodb, name)
+    store = await MongoSagaStore.connect(url)
+    try:
+        yield url, store
+    finally:
+        # Never drop while FerretDB still works on this database (see wait_database_quiet).
+        if await wait_database_quiet(store):
+            await store.client.drop_database(name)
+        else:
+            sys.stderr.write(f"e2e: database {name} still busy after 60 s; left, not dropped\n")
+        await store.close()
+
+
+@pytest.fixture
+def processes(amqp_url: str, database, tmp_path) -> ProcessGroup:
+    """Every process the test starts; all stopped at teardown (SIGTERM, then SIGKILL), before
+    the database is dropped (which is why this fixture asks for it)."""
+    group = ProcessGroup(tmp_path, amqp_url)
+    yield group
+    group.close()
+
+
+@pytest.fixture
+def report(capsys) -> Callable[[str], None]:
+    """Print a measured figure to the terminal even when pytest captures output."""
+
+    def emit(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n    e2e: {line}", end="")  # noqa: T201 - the figures are the point
+
+    return emit
+
+
+class ServerControl:
+    """The fault-injection hooks of `scripts/services.sh`: stop and start one server."""
+
+    def __init__(self, urls: ServiceUrls) -> None:
+        self.urls = urls
+        self.touched: set[str] = set()
+
+    def _run(self, command: str) -> float:
+        if self.urls.source != "make services":
+            pytest.fail(
+                f"stopping a server needs the local servers of `make services`; these come from "
+                f"{self.urls.source}",
+                pytrace=False,
+            )
+        began = time.monotonic()
+        result = subprocess.run(  # noqa: S603 - the project's own script
+            ["bash", str(SERVICES_SCRIPT), command],  # noqa: S607
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"services.sh {command} failed: {result.stderr}{result.stdout}")
+        return time.monotonic() - began
+
+    def stop_rabbitmq(self) -> float:
+        self.touched.add("rabbitmq")
+        return self._run("stop-rabbitmq")
+
+    def start_rabbitmq(self) -> float:
+        return self._run("start-rabbitmq")
+
+    def stop_mongo(self) -> float:
+        self.touched.add("mongo")
+        return self._run("stop-mongo")
+
+    def start_mongo(self) -> float:
+        return self._run("start-mongo")
+
+    def restore(self) -> None:
+        """Start whatever the test stopped (a no-op for a server that runs)."""
+        if "rabbitmq" in self.touched:
+            self.start_rabbitmq()
+        if "mongo" in self.touched:
+            self.start_mongo()
+
+
+@pytest.fixture
+def servers(urls: ServiceUrls, amqp_url: str, processes: ProcessGroup):
+    """Set up after the vhost and the processes, so torn down first: the servers run again
+    before the processes are stopped and the vhost is deleted."""
+    control = ServerControl(urls)
+    try:
+        yield control
+    finally:
+        control.restore()
