@@ -575,13 +575,46 @@ async def wait_finished(
         finished, last = await finished_count(store)
         return last if finished >= wanted else None
 
-    return await wait_until(
-        done,
-        timeout=timeout,
-        interval=interval,  # a count scans every saga on FerretDB: not too often
-        what=f"{wanted} of {total} sagas finished",
-        diagnose=lambda: f"store counts: {last}\n{diagnose()}",
+    try:
+        return await wait_until(
+            done,
+            timeout=timeout,
+            interval=interval,  # a count scans every saga on FerretDB: not too often
+            what=f"{wanted} of {total} sagas finished",
+            diagnose=lambda: f"store counts: {last}\n{diagnose()}",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await describe_unfinished(store)}") from None
+
+
+async def describe_unfinished(store: MongoSagaStore, limit: int = 5) -> str:
+    """Where the first few unfinished sagas stand: state, pending steps, last history."""
+    cursor = store.database["sagas"].find(
+        {"status": {"$in": ["running", "compensating"]}}, {"status": 1, "version": 1}
     )
+    listed = {document["_id"]: document async for document in cursor}
+    lines = [f"unfinished sagas (as the store's saga documents say): {len(listed)}"]
+    for saga_id, document in list(listed.items())[:limit]:
+        # On FerretDB `load` reads the newest version claim, which may be ahead of the saga
+        # document that `count_by_status` reads (and repairs that document).
+        saga = await store.load(saga_id)
+        if saga is None:
+            continue
+        lines.append(
+            f"  {saga_id}: saga document {document.get('status')} v{document.get('version')}; "
+            "loaded:"
+        )
+        pending = [
+            (step.step, step.attempt, step.waiting, step.deadline.isoformat())
+            for step in saga.pending
+        ]
+        history = [(h.at.time().isoformat(), h.event, h.step, h.attempt) for h in saga.history]
+        lines.append(
+            f"    {saga.status.value} in {saga.state} v{saga.version}, deadline "
+            f"{saga.deadline}, outbox {len(saga.outbox)}, pending {pending}, "
+            f"history {history[-6:]}"
+        )
+    return "\n".join(lines)
 
 
 async def load_sagas(store: MongoSagaStore, saga_ids: Iterable[str]) -> dict[str, Saga | None]:
@@ -610,7 +643,7 @@ def scaled(count: int) -> int:
 
 def finish_timeout(count: int) -> float:
     """Seconds allowed for `count` sagas to finish: generous for a slow FerretDB."""
-    return 60 + 0.6 * count
+    return 200 + 0.6 * count
 
 
 def order_ids(prefix: str, count: int) -> list[str]:
