@@ -13,29 +13,111 @@ test first deletes every queue of the topology it uses, so nothing a former test
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
-from e2e_support import (
-    REPO,
-    SERVICES,
-    ProcessGroup,
-    add_vhost,
-    database_url,
-    delete_vhost,
-    reset_broker,
-    wait_database_quiet,
-)
+from e2e_support import REPO, SERVICES, ProcessGroup, reset_broker
+from pymongo.errors import PyMongoError
 
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.testing_services import ServicesUnavailable, ServiceUrls, service_urls
 
 SERVICES_SCRIPT = REPO / "scripts" / "services.sh"
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+
+
+# -- per-test virtual hosts and databases ---------------------------------------------------
+
+
+def services_state_dir() -> Path:
+    """Where `scripts/services.sh` keeps its servers' state (as the script computes it)."""
+    return Path(os.environ.get("SAGAWIRE_SERVICES_DIR") or REPO / ".services")
+
+
+def rabbitmqctl(amqp_url: str, *args: str) -> str:
+    """Run `rabbitmqctl` against the node `make services` started (its cookie, its node name)."""
+    port = urlsplit(amqp_url).port or 5672
+    env = {
+        **os.environ,
+        "HOME": str(services_state_dir() / "rabbitmq"),
+        "RABBITMQ_NODENAME": f"sagawire-{port}@localhost",
+    }
+    result = subprocess.run(  # noqa: S603 - Debian's rabbitmqctl, arguments of ours
+        [RABBITMQCTL, "--quiet", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr}{result.stdout}")
+    return result.stdout
+
+
+def with_vhost(amqp_url: str, vhost: str) -> str:
+    return urlunsplit(urlsplit(amqp_url)._replace(path=f"/{vhost}"))
+
+
+def add_vhost(amqp_url: str, vhost: str) -> str:
+    """Create `vhost` with every permission for the URL's user; the URL that uses it."""
+    user = urlsplit(amqp_url).username or "guest"
+    rabbitmqctl(amqp_url, "add_vhost", vhost)
+    rabbitmqctl(amqp_url, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    return with_vhost(amqp_url, vhost)
+
+
+def delete_vhost(amqp_url: str, vhost: str) -> None:
+    rabbitmqctl(amqp_url, "delete_vhost", vhost)
+
+
+def database_url(base: str, database: str) -> str:
+    """`base` (a MongoDB URL) with its path set to `database`, the rest kept.
+
+    A URL with credentials and no `authSource` authenticated against `admin` before; with a
+    path it would authenticate against that database, so `authSource=admin` is kept explicit.
+    """
+    parts = urlsplit(base)
+    query = dict(parse_qsl(parts.query))
+    if "@" in parts.netloc and "authSource" not in query:
+        query["authSource"] = parts.path.strip("/") or "admin"
+    return urlunsplit(parts._replace(path=f"/{database}", query=urlencode(query)))
+
+
+async def wait_database_quiet(store: MongoSagaStore, *, timeout: float = 60.0) -> bool:  # noqa: ASYNC109
+    """Wait until a write on the store's database goes through at once, five times in a row.
+
+    FerretDB v1 (SQLite) goes on running the queued calls of a client that died, and dropping
+    a database while it does crashed the server (SIGBUS in SQLite's WAL) and left a file that
+    stopped it from starting again. False when the database stayed busy for `timeout` seconds.
+    """
+    probe = store.database["e2e_quiet_probe"]
+    deadline = time.monotonic() + timeout
+    quick = 0
+    while quick < 5:
+        if time.monotonic() > deadline:
+            return False
+        began = time.monotonic()
+        try:
+            await probe.insert_one({"at": began})
+        except PyMongoError:
+            quick = 0
+        else:
+            quick = quick + 1 if time.monotonic() - began < 0.1 else 0
+        await asyncio.sleep(0.2)
+    return True
+
+
+# -- fixtures -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -141,19 +223,10 @@ class ServerControl:
     def start_rabbitmq(self) -> float:
         return self._run("start-rabbitmq")
 
-    def stop_mongo(self) -> float:
-        self.touched.add("mongo")
-        return self._run("stop-mongo")
-
-    def start_mongo(self) -> float:
-        return self._run("start-mongo")
-
     def restore(self) -> None:
         """Start whatever the test stopped (a no-op for a server that runs)."""
         if "rabbitmq" in self.touched:
             self.start_rabbitmq()
-        if "mongo" in self.touched:
-            self.start_mongo()
 
 
 @pytest.fixture

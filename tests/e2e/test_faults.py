@@ -21,6 +21,7 @@ from e2e_support import (
     scaled,
     start_orders,
     start_shop,
+    timed_out_steps,
     wait_finished,
     wait_ready,
     wait_until,
@@ -74,7 +75,8 @@ async def test_rabbitmq_restart_mid_run(clean_broker, database, processes, serve
     )
     status, _ = await daemon.get("/readyz")
     assert status == 200, daemon.tail()
-    await check_outcomes(store, processes, services, {i: PLAN.failure_for(i) for i in ids})
+    sagas = await check_outcomes(store, processes, services, {i: PLAN.failure_for(i) for i in ids})
+    report(f"step attempts that timed out meanwhile: {timed_out_steps(sagas)}")
 
 
 @pytest.mark.timeout(finish_timeout(SOME) + 180)
@@ -103,4 +105,5 @@ async def test_daemon_killed_mid_run_and_restarted(clean_broker, database, proce
         f"ready {ready:.1f}s after its start, the next saga finished {next_finish:.1f}s after "
         f"the kill, all {time.monotonic() - killed:.1f}s after it"
     )
-    await check_outcomes(store, processes, services, {i: PLAN.failure_for(i) for i in ids})
+    sagas = await check_outcomes(store, processes, services, {i: PLAN.failure_for(i) for i in ids})
+    report(f"step attempts that timed out meanwhile: {timed_out_steps(sagas)}")
