@@ -9,7 +9,8 @@
 #                                one server at a time (fault-injection tests use these)
 #
 # RabbitMQ comes from Debian's packages; FerretDB (SQLite backend) is built from the Go module
-# proxy at a pinned version. Both keep their state under .services/ in the checkout. When
+# proxy at a pinned version, with the patches of scripts/ferretdb/ applied (see each file for
+# what it fixes and why). Both keep their state under .services/ in the checkout. When
 # SAGAWIRE_TEST_AMQP_URL and SAGAWIRE_TEST_MONGODB_URL are set, nothing is started: the tests
 # use those servers.
 set -euo pipefail
@@ -21,7 +22,10 @@ MONGO_PORT="${SAGAWIRE_SERVICES_MONGO_PORT:-27017}"
 FERRETDB_VERSION="v1.24.0"
 FERRETDB_MODULE="github.com/FerretDB/FerretDB"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/sagawire"
-FERRETDB_BIN="$CACHE/ferretdb-$FERRETDB_VERSION/ferretdb"
+FERRETDB_PATCHES=("$ROOT"/scripts/ferretdb/"$FERRETDB_VERSION"-*.patch)
+# The binary's name carries a digest of the patches: a changed patch means a new build.
+FERRETDB_BUILD="$FERRETDB_VERSION-$(cat "${FERRETDB_PATCHES[@]}" | sha256sum | cut -c1-12)"
+FERRETDB_BIN="$CACHE/ferretdb-$FERRETDB_BUILD/ferretdb"
 ENV_FILE="$STATE/env"
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -103,6 +107,7 @@ FERRET_PID="$FERRET_DIR/ferretdb.pid"
 
 build_ferretdb() {
   [ -x "$FERRETDB_BIN" ] && return
+  command -v patch >/dev/null || die "patch is needed to build FerretDB (apt-get install patch)"
   command -v go >/dev/null || die "Go is needed to build FerretDB $FERRETDB_VERSION (apt-get install golang, or set SAGAWIRE_TEST_MONGODB_URL)"
   say "building FerretDB $FERRETDB_VERSION with $(go version | cut -d' ' -f3) (about two minutes, once)"
   local src dir
@@ -112,6 +117,11 @@ build_ferretdb() {
   cp -r "$dir/." "$src" && chmod -R u+w "$src"
   # The module zip lacks the generated version file that a release build embeds.
   echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+  local patch
+  for patch in "${FERRETDB_PATCHES[@]}"; do
+    say "applying $(basename "$patch")"
+    patch -d "$src" -p1 --forward --quiet <"$patch" || die "could not apply $patch to FerretDB $FERRETDB_VERSION"
+  done
   mkdir -p "$(dirname "$FERRETDB_BIN")"
   (cd "$src" && go build -trimpath -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb) || die "FerretDB build failed"
   mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"

@@ -164,10 +164,6 @@ class MongoSagaStore:
             # holding several indexes meets ones that exist already.
             for name, keys, options in SAGA_INDEXES:
                 await self._sagas.create_index(keys, name=name, **options)
-            if self.version_claims:
-                await self._claims.create_index(
-                    [("saga_id", 1), ("version", -1)], name="saga_version"
-                )
 
     # -- SagaStore --------------------------------------------------------------------------
 
@@ -366,18 +362,28 @@ class MongoSagaStore:
             self._wake_flusher(len(self._marks))
 
     async def _load_claimed(self, saga_id: str) -> Document | None:
-        stored, claim = await asyncio.gather(
-            self._sagas.find_one({"_id": saga_id}),
-            self._claims.find_one(
-                {"saga_id": saga_id, "saga": {"$exists": True}}, sort=[("version", -1)]
-            ),
-        )
-        if stored is None or claim is None or claim["version"] <= stored["version"]:
-            return stored  # no saga document: a claim alone is a save of a saga never inserted
-        newer: Document = claim["saga"]
+        """The saga document, or the newest claim above its version.
+
+        Claims are looked up by key, version after version, so every read is by `_id` (the only
+        lookup FerretDB v1 answers from an index). A claim shrunk to its key means a newer one
+        exists, so the walk goes on past it; it ends at the first version nobody claimed.
+        """
+        stored = await self._sagas.find_one({"_id": saga_id})
+        if stored is None:
+            return None  # a claim alone is a save of a saga never inserted
+        newest: Document | None = None
+        version = int(stored["version"])
+        while claim := await self._claims.find_one({"_id": _claim_key(saga_id, version + 1)}):
+            version += 1
+            self.round_trips += 1
+            if "saga" in claim:
+                newest = claim
+        if newest is None:
+            return stored
+        newer: Document = newest["saga"]
         self.round_trips += 1
         result = await self._sagas.replace_one(
-            {"_id": saga_id, "version": {"$lt": claim["version"]}}, dict(newer)
+            {"_id": saga_id, "version": {"$lt": newest["version"]}}, dict(newer)
         )
         self.writes += result.modified_count
         return newer
