@@ -41,7 +41,7 @@ import structlog
 from bson.errors import BSONError
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 from orchestrator.adapters import mongo_definitions
 from orchestrator.core.definition import MachineDefinition
@@ -59,6 +59,10 @@ MARK_INTERVAL: Final = 0.02
 """Seconds a `mark_published` may wait to be written together with others."""
 MARK_BATCH: Final = 500
 """Queued marks that trigger a write at once."""
+FERRETDB_POOL_SIZE: Final = 10
+"""Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`. Its SQLite backend
+writes one transaction at a time: many more concurrent writers only queue in SQLite's busy
+handler, unfairly, and some give up after 10 s with "database is locked"."""
 _UNFINISHED: Final = [SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]
 
 # (name, keys, options): every query the runtime and the CLI make has an index.
@@ -149,6 +153,12 @@ class MongoSagaStore:
             ) from exc
         name = database or client.get_default_database(DEFAULT_DATABASE).name
         ferretdb_v1 = str(build.get("ferretdbVersion", "")).startswith("v1.")
+        if ferretdb_v1 and "maxpoolsize=" not in url.lower():
+            await client.close()
+            client = AsyncMongoClient(
+                url, tz_aware=True, tzinfo=dt.UTC, maxPoolSize=FERRETDB_POOL_SIZE
+            )
+            log.info("ferretdb_pool_limited", url=where, max_pool_size=FERRETDB_POOL_SIZE)
         return cls(client, name, version_claims=ferretdb_v1)
 
     async def __aenter__(self) -> Self:
@@ -164,6 +174,11 @@ class MongoSagaStore:
             # holding several indexes meets ones that exist already.
             for name, keys, options in SAGA_INDEXES:
                 await self._sagas.create_index(keys, name=name, **options)
+            if self.version_claims:
+                # Created now, not by the first claim: FerretDB v1 deadlocks when it creates a
+                # collection while every connection of its pool is busy, as under load.
+                with contextlib.suppress(CollectionInvalid):
+                    await self.database.create_collection(self._claims.name)
 
     # -- SagaStore --------------------------------------------------------------------------
 

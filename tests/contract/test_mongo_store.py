@@ -250,6 +250,14 @@ async def test_ensure_indexes_creates_every_index_once(mongo_store):
     assert list(indexes["status_deadline"]["key"].items()) == [("status", 1), ("deadline", 1)]
 
 
+async def test_ensure_indexes_creates_the_claims_collection_before_any_save(claims_mongo_store):
+    # FerretDB v1 can deadlock creating a collection under load: never leave it to a first claim.
+    names = await claims_mongo_store.database.list_collection_names()
+
+    assert "saga_versions" in names
+    await claims_mongo_store.ensure_indexes()  # again: it exists, no error
+
+
 async def test_count_by_status(mongo_store, make_saga):
     from orchestrator.core.saga import SagaStatus  # noqa: PLC0415
 

@@ -33,6 +33,7 @@ from orchestrator.testing_services import ServicesUnavailable, ServiceUrls, serv
 
 SERVICES_SCRIPT = REPO / "scripts" / "services.sh"
 RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+QUIET_PROBE = "e2e_quiet_probe"
 
 
 # -- per-test virtual hosts and databases ---------------------------------------------------
@@ -100,7 +101,7 @@ async def wait_database_quiet(store: MongoSagaStore, *, timeout: float = 60.0) -
     a database while it does crashed the server (SIGBUS in SQLite's WAL) and left a file that
     stopped it from starting again. False when the database stayed busy for `timeout` seconds.
     """
-    probe = store.database["e2e_quiet_probe"]
+    probe = store.database[QUIET_PROBE]
     deadline = time.monotonic() + timeout
     quick = 0
     while quick < 5:
@@ -158,6 +159,10 @@ async def database(urls: ServiceUrls):
     name = f"sagawire_e2e_{uuid.uuid4().hex[:8]}"
     url = database_url(urls.mongodb, name)
     store = await MongoSagaStore.connect(url)
+    # Every collection the test writes exists before the load: FerretDB v1 can deadlock when it
+    # creates one while its connections are all busy.
+    await store.ensure_indexes()
+    await store.database.create_collection(QUIET_PROBE)
     try:
         yield url, store
     finally:
