@@ -44,6 +44,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 from orchestrator.adapters import mongo_definitions
+from orchestrator.adapters.keyed_locks import KeyedLocks
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.errors import ConfigurationError, SagaExists, StoreError, VersionConflict
@@ -112,6 +113,8 @@ class MongoSagaStore:
         self._queued = asyncio.Event()
         self._full = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        self._writing = KeyedLocks()
+        """Claims mode: one write at a time per saga document here (see `_mark_one`)."""
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -264,14 +267,14 @@ class MongoSagaStore:
             self._marks_writing = marks
             try:
                 with _store_errors("mark outboxes published"):
-                    if marks:
+                    if marks and self.version_claims:
+                        await asyncio.gather(*(self._mark_one(*mark) for mark in marks.items()))
+                        marks = {}
+                    elif marks:
                         self.round_trips += 1
                         result = await self._sagas.bulk_write(
                             [
-                                UpdateOne(
-                                    {"_id": saga_id, "version": version},
-                                    {"$set": {"outbox": []}, "$unset": {"outbox_pending": ""}},
-                                )
+                                UpdateOne(*_mark(saga_id, version))
                                 for saga_id, version in marks.items()
                             ],
                             ordered=False,
@@ -364,9 +367,10 @@ class MongoSagaStore:
         # The claim is the committed save. The saga document follows; if this write is lost or
         # overtaken, the next load finds the newer claim and repairs it.
         self.round_trips += 1
-        result = await self._sagas.replace_one(
-            {"_id": saga.saga_id, "version": {"$lt": saga.version + 1}}, document
-        )
+        async with self._writing.hold(saga.saga_id):
+            result = await self._sagas.replace_one(
+                {"_id": saga.saga_id, "version": {"$lt": saga.version + 1}}, document
+            )
         if result.matched_count:
             self.writes += 1
         elif await self._sagas.find_one({"_id": saga.saga_id}, {"_id": 1}) is None:
@@ -375,6 +379,18 @@ class MongoSagaStore:
         if saga.version > 1:
             self._old_claims.add(_claim_key(saga.saga_id, saga.version))
             self._wake_flusher(len(self._marks))
+
+    async def _mark_one(self, saga_id: str, version: int) -> None:
+        """One mark, alone for its saga's document in this process.
+
+        FerretDB v1 writes a conditional update as the whole document it read: a mark of version
+        3 racing the save of version 4 would put version 3 back. Holding the saga's lock for
+        each write of the saga document (marks, saves, repairs) keeps them in order here.
+        """
+        self.round_trips += 1
+        async with self._writing.hold(saga_id):
+            result = await self._sagas.update_one(*_mark(saga_id, version))
+        self.writes += result.modified_count
 
     async def _load_claimed(self, saga_id: str) -> Document | None:
         """The saga document, or the newest claim above its version.
@@ -397,9 +413,10 @@ class MongoSagaStore:
             return stored
         newer: Document = newest["saga"]
         self.round_trips += 1
-        result = await self._sagas.replace_one(
-            {"_id": saga_id, "version": {"$lt": newest["version"]}}, dict(newer)
-        )
+        async with self._writing.hold(saga_id):
+            result = await self._sagas.replace_one(
+                {"_id": saga_id, "version": {"$lt": newest["version"]}}, dict(newer)
+            )
         self.writes += result.modified_count
         return newer
 
@@ -438,6 +455,14 @@ async def _close_failed(client: AsyncMongoClient[Document]) -> None:
     """
     await asyncio.sleep(0.05)
     await client.close()
+
+
+def _mark(saga_id: str, version: int) -> tuple[Document, Document]:
+    """(filter, update) of a mark: clear the outbox of that version only."""
+    return (
+        {"_id": saga_id, "version": version},
+        {"$set": {"outbox": []}, "$unset": {"outbox_pending": ""}},
+    )
 
 
 def _claim_key(saga_id: str, version: int) -> str:
