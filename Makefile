@@ -23,13 +23,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-unit: $(STAMP)
+unit: $(STAMP)  ## every test but the end-to-end ones (unit, runtime, contract); needs `make services`
 	$(PY) -m pytest --ignore=tests/e2e
 
-e2e: $(STAMP) services  ## end-to-end runs over separate processes (work in progress, not yet in `test`)
-	$(PY) -m pytest tests/e2e -m e2e
+e2e: $(STAMP) services  ## only the end-to-end runs: daemon and participants as separate processes
+	$(PY) -m pytest tests/e2e -m e2e --durations=10
 
-test: lint typecheck services unit  ## lint, type check, start the test services, run every test
+test: lint typecheck services  ## lint, type check, start the test services, run every test
+	$(PY) -m pytest --durations=10
 
 services:  ## start local RabbitMQ and FerretDB for the tests (installs/builds them once)
 	bash scripts/services.sh start
