@@ -52,16 +52,16 @@ def rabbitmqctl(amqp_url: str, *args: str) -> str:
         "HOME": str(services_state_dir() / "rabbitmq"),
         "RABBITMQ_NODENAME": f"sagawire-{port}@localhost",
     }
-    result = subprocess.run(  # noqa: S603 - Debian's rabbitmqctl, arguments of ours
-        [RABBITMQCTL, "--quiet", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_tool([RABBITMQCTL, "--quiet", *args], env=env, timeout=60)
+
+
+def run_tool(argv: list[str], *, timeout: float, env: dict[str, str] | None = None) -> str:
+    """Run a command of ours in the checkout; its stdout, or `RuntimeError` with its output."""
+    result = subprocess.run(  # noqa: S603 - our script or Debian's rabbitmqctl, our arguments
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if result.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr}{result.stdout}")
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr}{result.stdout}")
     return result.stdout
 
 
@@ -209,16 +209,10 @@ class ServerControl:
                 pytrace=False,
             )
         began = time.monotonic()
-        result = subprocess.run(  # noqa: S603 - the project's own script
-            ["bash", str(SERVICES_SCRIPT), command],  # noqa: S607
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"services.sh {command} failed: {result.stderr}{result.stdout}")
+        try:
+            run_tool(["bash", str(SERVICES_SCRIPT), command], timeout=120)
+        except RuntimeError as exc:
+            raise AssertionError(str(exc)) from None
         return time.monotonic() - began
 
     def stop_rabbitmq(self) -> float:

@@ -32,6 +32,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.asyncio]
 SOME = scaled(150)
 
 
+async def run_until_a_third_finished(processes, database, prefix: str):
+    """Start the shop and `SOME` orders; return (daemon, services, ids) once a third finished:
+    the moment each fault is placed."""
+    mongodb_url, store = database
+    (daemon,), services = await start_shop(processes, mongodb_url)
+    ids = order_ids(prefix, SOME)
+    async with client_broker(processes.amqp_url) as broker:
+        await start_orders(broker, ids)
+    await wait_finished(
+        store, SOME, at_least=SOME // 3, timeout=finish_timeout(SOME), diagnose=processes.tails
+    )
+    return daemon, services, ids
+
+
 async def first_progress(store, after: int, *, timeout: float, diagnose) -> float:  # noqa: ASYNC109
     """Seconds until more than `after` sagas are finished."""
     began = time.monotonic()
@@ -47,14 +61,8 @@ async def first_progress(store, after: int, *, timeout: float, diagnose) -> floa
 
 @pytest.mark.timeout(finish_timeout(SOME) + 180)
 async def test_rabbitmq_restart_mid_run(clean_broker, database, processes, servers, report):
-    mongodb_url, store = database
-    (daemon,), services = await start_shop(processes, mongodb_url)
-    ids = order_ids("bunny", SOME)
-    async with client_broker(processes.amqp_url) as broker:
-        await start_orders(broker, ids)
-    await wait_finished(
-        store, SOME, at_least=SOME // 3, timeout=finish_timeout(SOME), diagnose=processes.tails
-    )
+    _, store = database
+    daemon, services, ids = await run_until_a_third_finished(processes, database, "bunny")
 
     stopping = servers.stop_rabbitmq()
     await asyncio.sleep(2.5)  # the broker stays down a while
@@ -82,13 +90,7 @@ async def test_rabbitmq_restart_mid_run(clean_broker, database, processes, serve
 @pytest.mark.timeout(finish_timeout(SOME) + 180)
 async def test_daemon_killed_mid_run_and_restarted(clean_broker, database, processes, report):
     mongodb_url, store = database
-    (daemon,), services = await start_shop(processes, mongodb_url)
-    ids = order_ids("crash", SOME)
-    async with client_broker(processes.amqp_url) as broker:
-        await start_orders(broker, ids)
-    await wait_finished(
-        store, SOME, at_least=SOME // 3, timeout=finish_timeout(SOME), diagnose=processes.tails
-    )
+    daemon, services, ids = await run_until_a_third_finished(processes, database, "crash")
 
     daemon.kill()
     killed = time.monotonic()
