@@ -13,8 +13,12 @@ import contextlib
 import dataclasses
 import functools
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 AMQP_VARIABLE = "SAGAWIRE_TEST_AMQP_URL"
 MONGODB_VARIABLE = "SAGAWIRE_TEST_MONGODB_URL"
@@ -22,6 +26,9 @@ HOW_TO = (
     "run `make services` (local RabbitMQ and FerretDB), set {variable}, or start a Docker engine "
     "for testcontainers"
 )
+
+
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
 class ServicesUnavailable(RuntimeError):
@@ -103,3 +110,56 @@ def service_urls(root: Path | None = None) -> ServiceUrls:
         f"no {'RabbitMQ' if not amqp else 'MongoDB'} for the tests: "
         + HOW_TO.format(variable=missing)
     )
+
+
+# -- virtual hosts of their own on the local node ------------------------------------------
+
+
+def services_state_dir(root: Path) -> Path:
+    """Where `scripts/services.sh` keeps its servers' state (as the script computes it)."""
+    return Path(os.environ.get("SAGAWIRE_SERVICES_DIR") or root / ".services")
+
+
+def rabbitmqctl(root: Path, amqp_url: str, *args: str) -> str:
+    """Run `rabbitmqctl` against the node `make services` started (its cookie, its node name)."""
+    port = urlsplit(amqp_url).port or 5672
+    env = {
+        **os.environ,
+        "HOME": str(services_state_dir(root) / "rabbitmq"),
+        "RABBITMQ_NODENAME": f"sagawire-{port}@localhost",
+    }
+    argv = [RABBITMQCTL, "--quiet", *args]
+    result = subprocess.run(  # noqa: S603 - Debian's rabbitmqctl, our arguments
+        argv, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr}{result.stdout}")
+    return result.stdout
+
+
+def with_vhost(amqp_url: str, vhost: str) -> str:
+    return urlunsplit(urlsplit(amqp_url)._replace(path=f"/{vhost}"))
+
+
+@contextlib.contextmanager
+def own_vhost(urls: ServiceUrls, vhost: str, root: Path) -> Iterator[str]:
+    """The URL of virtual host `vhost`, made for the block on the node of `make services`.
+
+    RabbitMQ's queue names are fixed by the wire protocol, so tests sharing a virtual host share
+    queues. Elsewhere (URLs from the environment, containers) there is no rabbitmqctl to reach:
+    the URL is given unchanged, and the caller cleans the queues it uses first.
+    """
+    if urls.source != "make services":
+        yield urls.amqp
+        return
+    user = urlsplit(urls.amqp).username or "guest"
+    rabbitmqctl(root, urls.amqp, "add_vhost", vhost)
+    try:
+        rabbitmqctl(root, urls.amqp, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield with_vhost(urls.amqp, vhost)
+    finally:
+        try:
+            rabbitmqctl(root, urls.amqp, "delete_vhost", vhost)
+        except RuntimeError as exc:
+            # Not a failure of the tests: say it, without failing them (warnings are errors).
+            sys.stderr.write(f"tests: virtual host {vhost} left behind: {exc}\n")

@@ -242,6 +242,10 @@ class DelayQueues:
                     self._declared.add(name)
         return name
 
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._declared)
+
     def forget(self, name: str) -> None:
         self._declared.discard(name)
 

@@ -356,6 +356,11 @@ class RabbitBroker:
         async with self._declaring() as declarer:
             await declarer.work_queue(name)
 
+    @property
+    def delay_queues(self) -> frozenset[str]:
+        """The delay queues this connection declared for `publish_later` so far."""
+        return self._delay_queues.names
+
     async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
         """Publish persistent and mandatory; return once confirmed (see the module docstring)."""
         self._check_open(draining_ok=True)
@@ -472,3 +477,18 @@ class RabbitBroker:
         with contextlib.suppress(*t.AMQP_ERRORS):
             await self._connection.close()
         _log.info("disconnected from RabbitMQ", url=self.url)
+
+    async def abort(self) -> None:
+        """Drop the connection at once, as a process that dies would: no handler in flight is
+        waited for or settles afterwards; the broker takes back every unacked delivery."""
+        if self._closed:
+            return
+        self._closing = self._closed = True
+        subscriptions, self._subscriptions = self._subscriptions, []
+        with contextlib.suppress(*t.AMQP_ERRORS):
+            await self._connection.close()
+        late = [task for s in subscriptions for task in s.tasks]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        _log.info("connection to RabbitMQ aborted", url=self.url, handlers_cancelled=len(late))

@@ -1,9 +1,23 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import structlog
+
+from orchestrator.testing_services import ServicesUnavailable, ServiceUrls, service_urls
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def urls() -> ServiceUrls:
+    """The test servers (see orchestrator.testing_services): a test without them fails."""
+    try:
+        return service_urls(REPO)
+    except ServicesUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,19 +26,15 @@ from orchestrator.core.saga import (
     Saga,
     SagaStatus,
 )
-from orchestrator.testing_services import ServicesUnavailable, service_urls
+from orchestrator.testing_services import ServiceUrls
 
-REPO = Path(__file__).resolve().parents[2]
 # Millisecond precision: what MongoDB keeps.
 T0 = dt.datetime(2030, 1, 1, 12, 0, 0, 123_000, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="session")
-def mongodb_url() -> str:
-    try:
-        return service_urls(REPO).mongodb
-    except ServicesUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+def mongodb_url(urls: ServiceUrls) -> str:
+    return urls.mongodb
 
 
 @contextlib.asynccontextmanager

@@ -14,13 +14,11 @@ test first deletes every queue of the topology it uses, so nothing a former test
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -29,56 +27,26 @@ from e2e_support import REPO, SERVICES, ProcessGroup, reset_broker
 from pymongo.errors import PyMongoError
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.testing_services import ServicesUnavailable, ServiceUrls, service_urls
+from orchestrator.testing_services import (
+    ServiceUrls,
+    own_vhost,
+)
 
 SERVICES_SCRIPT = REPO / "scripts" / "services.sh"
-RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 QUIET_PROBE = "e2e_quiet_probe"
 
 
-# -- per-test virtual hosts and databases ---------------------------------------------------
-
-
-def services_state_dir() -> Path:
-    """Where `scripts/services.sh` keeps its servers' state (as the script computes it)."""
-    return Path(os.environ.get("SAGAWIRE_SERVICES_DIR") or REPO / ".services")
-
-
-def rabbitmqctl(amqp_url: str, *args: str) -> str:
-    """Run `rabbitmqctl` against the node `make services` started (its cookie, its node name)."""
-    port = urlsplit(amqp_url).port or 5672
-    env = {
-        **os.environ,
-        "HOME": str(services_state_dir() / "rabbitmq"),
-        "RABBITMQ_NODENAME": f"sagawire-{port}@localhost",
-    }
-    return run_tool([RABBITMQCTL, "--quiet", *args], env=env, timeout=60)
+# -- tools and per-test databases ---------------------------------------------------------
 
 
 def run_tool(argv: list[str], *, timeout: float, env: dict[str, str] | None = None) -> str:
     """Run a command of ours in the checkout; its stdout, or `RuntimeError` with its output."""
-    result = subprocess.run(  # noqa: S603 - our script or Debian's rabbitmqctl, our arguments
+    result = subprocess.run(  # noqa: S603 - our scripts, our arguments
         argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr}{result.stdout}")
     return result.stdout
-
-
-def with_vhost(amqp_url: str, vhost: str) -> str:
-    return urlunsplit(urlsplit(amqp_url)._replace(path=f"/{vhost}"))
-
-
-def add_vhost(amqp_url: str, vhost: str) -> str:
-    """Create `vhost` with every permission for the URL's user; the URL that uses it."""
-    user = urlsplit(amqp_url).username or "guest"
-    rabbitmqctl(amqp_url, "add_vhost", vhost)
-    rabbitmqctl(amqp_url, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-    return with_vhost(amqp_url, vhost)
-
-
-def delete_vhost(amqp_url: str, vhost: str) -> None:
-    rabbitmqctl(amqp_url, "delete_vhost", vhost)
 
 
 def database_url(base: str, database: str) -> str:
@@ -121,30 +89,11 @@ async def wait_database_quiet(store: MongoSagaStore, *, timeout: float = 60.0) -
 # -- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def urls() -> ServiceUrls:
-    try:
-        return service_urls(REPO)
-    except ServicesUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
 @pytest.fixture
 def amqp_url(urls: ServiceUrls):
     """The broker URL for this test: a virtual host of its own on the local node."""
-    if urls.source != "make services":
-        yield urls.amqp  # no rabbitmqctl access: the URL's vhost, cleaned by `clean_broker`
-        return
-    vhost = f"sagawire_e2e_{uuid.uuid4().hex[:8]}"
-    url = add_vhost(urls.amqp, vhost)
-    try:
+    with own_vhost(urls, f"sagawire_e2e_{uuid.uuid4().hex[:8]}", REPO) as url:
         yield url
-    finally:
-        try:
-            delete_vhost(urls.amqp, vhost)
-        except RuntimeError as exc:
-            # Not a failure of the test: say it, without failing it (warnings are errors here).
-            sys.stderr.write(f"e2e: virtual host {vhost} left behind: {exc}\n")
 
 
 @pytest_asyncio.fixture

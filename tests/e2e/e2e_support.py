@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
-import aiormq.exceptions
 
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.core.saga import Saga
 from orchestrator.demo.participants import FaultPlan
+from orchestrator.testing_backends import delete_queues, topology_queues
 from participants_sdk import protocol as p
 from participants_sdk.control import SagaClient
-from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker
+from participants_sdk.rabbitmq import RabbitBroker
 
 REPO = Path(__file__).resolve().parents[2]
 ORDER_MACHINE = REPO / "machines" / "order.yaml"
@@ -303,37 +303,14 @@ async def wait_serving(service: Service, *, timeout: float = 30.0) -> None:  # n
 # -- broker ---------------------------------------------------------------------------------
 
 
-def topology_queues(services: Iterable[str]) -> list[str]:
-    """Every queue of the topology for these services: work queues, DLQs and delay queues."""
-    work = [p.CONTROL_QUEUE]
-    for service in services:
-        work += [p.command_queue(service), p.reply_queue(service)]
-    queues = []
-    for queue in work:
-        queues += [queue, p.dead_letter_queue(queue)]
-        queues += [f"{queue}.retry.{ms}" for ms in RETRY_BUCKETS_MS]
-    return queues
-
-
 async def reset_broker(url: str, services: Iterable[str]) -> list[str]:
     """Delete every queue of the topology (what a former test left must not reach this one).
 
-    Returns the queues that existed. Deleting a missing queue is a no-op on RabbitMQ 3.10, but a
-    broker answering NOT_FOUND closes the channel: then a new one is opened for the next queue.
+    Returns the queues that existed.
     """
-    deleted = []
     connection = await aio_pika.connect(url, timeout=10)
     async with connection:
-        channel = await connection.channel()
-        for queue in topology_queues(services):
-            try:
-                await channel.declare_queue(queue, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                channel = await connection.channel()
-                continue
-            await channel.queue_delete(queue)
-            deleted.append(queue)
-    return deleted
+        return await delete_queues(connection, topology_queues(services))
 
 
 @contextlib.asynccontextmanager

@@ -1,11 +1,14 @@
-"""The actor runtime on the memory adapters: rehydration, crashes, conflicts, timers, outbox."""
+"""The actor runtime: rehydration, crashes, conflicts, timers, outbox.
+
+Every test runs twice: on the memory adapters and on a real RabbitMQ and MongoDB (see conftest).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from runtime_support import order
+from runtime_support import order, scripted, serve_shop
 
 from orchestrator.core.saga import SagaStatus
 from orchestrator.demo.participants import FaultPlan, Ledger
@@ -58,13 +61,10 @@ async def test_business_failure_compensates_in_reverse(
     assert "o-2:deliver_order:1" not in ledger.applied
 
 
-async def test_resumes_after_passivation(registry, manual: dict[str, ScriptedService]) -> None:
-    del manual  # the harness below gets its own services
+async def test_resumes_after_passivation(make_harness) -> None:
     settings = RuntimeSettings(passivate_after=5.0, sweep_interval=60.0)
-    async with SagaHarness(registry, settings=settings) as h:
-        services = {name: ScriptedService(h.broker, name) for name, _, _ in STEPS}
-        for service in services.values():
-            await service.start()
+    async with make_harness(settings=settings) as h:
+        services = await scripted(h)
         await h.start("order", order("o-3"), "o-3")
         for name, event, payload in STEPS:
             command = await services[name].next_command()
@@ -136,21 +136,16 @@ async def test_concurrent_writer_conflict_loses_nothing(
     assert events(saga, "command_sent") == [("execute_payment", 1), ("prepare_order", 1)]
 
 
-async def test_two_replicas_on_the_same_queues(registry, shop) -> None:
-    del shop
-    async with SagaHarness(registry) as h:
-        plan, ledger = FaultPlan(), Ledger()
-        from orchestrator.demo.participants import demo_services  # noqa: PLC0415
-
-        for service in demo_services(plan, ledger):
-            await h.serve(service)
+async def test_two_replicas_on_the_same_queues(make_harness, registry) -> None:
+    async with make_harness() as h:
+        plan, ledger = await serve_shop(h)
         from orchestrator.runtime.system import ActorSystem  # noqa: PLC0415
 
         second = ActorSystem(
-            registry, h.store, h.broker.connect(), clock=h.clock, settings=h.settings
+            registry, h.store, await h.connect(), clock=h.clock, settings=h.settings
         )
         await second.start()
-        client = h.broker.connect()
+        client = await h.connect()
         for i in range(60):
             if i % 5 == 0:
                 plan.failures[f"r-{i}"] = ("payment", "stock", "delivery")[i % 3]
@@ -159,11 +154,8 @@ async def test_two_replicas_on_the_same_queues(registry, shop) -> None:
                 payload={"machine": "order", "saga_id": f"r-{i}", "data": order(f"r-{i}")},
             )
             await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, start)
-        await h.drain()
-        from orchestrator.testing import drain  # noqa: PLC0415
-
-        await drain(second, h.broker)
-        sagas = h.store.all()
+        await h.drain(also=[second])
+        sagas = await h.sagas()
         assert len(sagas) == 60
         for saga in sagas:
             expected = (
@@ -238,14 +230,10 @@ async def test_commands_stored_but_not_published_go_out_after_crash(
     assert (await harness.saga("o-7")).state == "prepare_order"
 
 
-async def test_live_actor_cap_applies_backpressure(registry) -> None:
+async def test_live_actor_cap_applies_backpressure(make_harness) -> None:
     settings = RuntimeSettings(max_live_actors=3, sweep_interval=60.0)
-    async with SagaHarness(registry, settings=settings) as h:
-        plan, ledger = FaultPlan(), Ledger()
-        from orchestrator.demo.participants import demo_services  # noqa: PLC0415
-
-        for service in demo_services(plan, ledger):
-            await h.serve(service)
+    async with make_harness(settings=settings) as h:
+        await serve_shop(h)
         most = 0
 
         def watch(_decision, _saga) -> None:
@@ -253,7 +241,7 @@ async def test_live_actor_cap_applies_backpressure(registry) -> None:
             most = max(most, h.system.live_actors)
 
         h.system.listeners.append(watch)
-        client = h.broker.connect()
+        client = await h.connect()
         for i in range(40):
             start = protocol.WireMessage.json(
                 type="start",
@@ -261,8 +249,9 @@ async def test_live_actor_cap_applies_backpressure(registry) -> None:
             )
             await client.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, start)
         await h.drain()
-        assert all(s.status is SagaStatus.SUCCEEDED for s in h.store.all())
-        assert len(h.store) == 40
+        sagas = await h.sagas()
+        assert all(s.status is SagaStatus.SUCCEEDED for s in sagas)
+        assert len(sagas) == 40
         assert 0 < most <= 3
         assert h.system.stats.backpressure_waits > 0
 
