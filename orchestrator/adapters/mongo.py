@@ -4,9 +4,10 @@
     await store.ensure_indexes()
     await store.register_definitions(registry)
 
-`mongo_store` holds the store (document layout, indexes, batched marks, and the version claims
-that stand in for atomic conditional writes on FerretDB v1); `mongo_definitions` the immutable
-snapshots of machine definitions.
+`mongo_store` holds the store (indexes, batched marks, and the version claims that stand in for
+atomic conditional writes on FerretDB v1, with `projection_checks`); `mongo_documents` the
+document layout and driver errors; `mongo_definitions` the immutable snapshots of machine
+definitions.
 """
 
 from __future__ import annotations

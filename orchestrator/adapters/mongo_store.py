@@ -17,9 +17,12 @@ holds the new document, so it is the committed state: `sagas` is then written as
 queries, and a load that finds a newer claim than the saga document uses (and repairs) it. Claims
 older than the latest are shrunk to their key, which must stay: it is what stops a stale writer
 from claiming that version again. This costs a second write per save and a second read per load,
-on FerretDB only. There `sagas` may lag behind for a while (an outbox mark racing a save rewrites
-the older version): the queries on it (`due`, `with_outbox`, counts) only choose which sagas to
-look at, and the load that follows reads the claim and repairs the document.
+on FerretDB only. There `sagas` may lag behind for a while (a stale write of another process,
+or one the server runs after its caller was cancelled, rewrites an older version): the queries on
+it (`due`, `with_outbox`) only choose which sagas to look at, and the load that follows reads the
+claim and repairs the document. So that counts and listings catch up too, each saga document is
+read again a second after its last save here, and ten seconds after a save that finished the
+saga, and repaired when it is behind (`projection_checks`).
 
 Times: BSON keeps milliseconds, so a loaded saga's datetimes are the saved ones truncated to the
 millisecond, timezone-aware UTC. `insert` and `save` return the saga as given (not truncated); with
@@ -32,19 +35,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import re
-from collections.abc import Iterator
 from typing import Any, Final, Self
 
 import pymongo
 import structlog
-from bson.errors import BSONError
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 from orchestrator.adapters import mongo_definitions
 from orchestrator.adapters.keyed_locks import KeyedLocks
+from orchestrator.adapters.mongo_documents import (
+    Document,
+    claim_key,
+    driver_reason,
+    from_document,
+    mark_update,
+    store_errors,
+    to_document,
+)
+from orchestrator.adapters.projection_checks import ProjectionChecks
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.errors import ConfigurationError, SagaExists, StoreError, VersionConflict
@@ -53,7 +63,6 @@ from orchestrator.machines import MachineRegistry
 
 log = structlog.get_logger("sagawire.store")
 
-Document = dict[str, Any]
 
 DEFAULT_DATABASE: Final = "sagawire"
 MARK_INTERVAL: Final = 0.02
@@ -64,6 +73,10 @@ FERRETDB_POOL_SIZE: Final = 10
 """Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`. Its SQLite backend
 writes one transaction at a time: many more concurrent writers only queue in SQLite's busy
 handler, unfairly, and some give up after 10 s with "database is locked"."""
+PROJECTION_CHECK_DELAYS: Final = (1.0, 10.0)
+"""FerretDB v1: seconds after a saga's last save, and after its last save if finished, when its
+saga document is read again and repaired if it is behind (see `projection_checks`)."""
+
 _UNFINISHED: Final = [SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]
 
 # (name, keys, options): every query the runtime and the CLI make has an index.
@@ -116,6 +129,14 @@ class MongoSagaStore:
         self._writing = KeyedLocks()
         """Claims mode: one write at a time per saga document here (see `_mark_one`)."""
         self._flusher: asyncio.Task[None] | None = None
+        soon, finished = PROJECTION_CHECK_DELAYS
+        self.projection_checks = (
+            ProjectionChecks(self._check_projection, soon),
+            ProjectionChecks(self._check_projection, finished),
+        )
+        """Claims mode: every save is checked after the first delay, a finished one again."""
+        self.projection_repairs = 0
+        """Claims mode: saga documents found behind their newest claim by a check, and repaired."""
         self._closed = False
 
     @classmethod
@@ -135,7 +156,7 @@ class MongoSagaStore:
         try:
             client: AsyncMongoClient[Document] = AsyncMongoClient(url, tz_aware=True, tzinfo=dt.UTC)
         except (PyMongoError, ValueError, TypeError) as exc:
-            raise ConfigurationError(f"invalid MongoDB URL {where}: {_reason(exc)}") from exc
+            raise ConfigurationError(f"invalid MongoDB URL {where}: {driver_reason(exc)}") from exc
         try:
             # A timeout for these calls only (it bounds server selection too): later calls keep
             # the client's default serverSelectionTimeoutMS (30 s), which rides out an election.
@@ -145,13 +166,13 @@ class MongoSagaStore:
         except OperationFailure as exc:
             await _close_failed(client)
             raise ConfigurationError(
-                f"MongoDB at {where} refused the connection: {_reason(exc)}; "
+                f"MongoDB at {where} refused the connection: {driver_reason(exc)}; "
                 "check the user, password and authSource in the URL"
             ) from exc
         except PyMongoError as exc:
             await _close_failed(client)
             raise ConfigurationError(
-                f"cannot reach MongoDB at {where}: {_reason(exc)}; "
+                f"cannot reach MongoDB at {where}: {driver_reason(exc)}; "
                 "is it running? see `make services`"
             ) from exc
         name = database or client.get_default_database(DEFAULT_DATABASE).name
@@ -172,7 +193,7 @@ class MongoSagaStore:
 
     async def ensure_indexes(self) -> None:
         """Create the indexes that are missing; safe to call at every start."""
-        with _store_errors("create indexes"):
+        with store_errors("create indexes"):
             # One index per call: FerretDB v1 drops the connection when a createIndexes command
             # holding several indexes meets ones that exist already.
             for name, keys, options in SAGA_INDEXES:
@@ -186,14 +207,14 @@ class MongoSagaStore:
     # -- SagaStore --------------------------------------------------------------------------
 
     async def load(self, saga_id: str) -> Saga | None:
-        with _store_errors("load saga", saga_id):
+        with store_errors("load saga", saga_id):
             if self.version_claims:
                 document = await self._load_claimed(saga_id)
             else:
                 document = await self._sagas.find_one({"_id": saga_id})
         if document is None:
             return None
-        saga = _from_document(document)
+        saga = from_document(document)
         if saga.outbox and saga.version in (
             self._marks.get(saga_id),
             self._marks_writing.get(saga_id),
@@ -205,9 +226,9 @@ class MongoSagaStore:
         stored = saga.fork()
         stored.version = 1
         self.round_trips += 1
-        with _store_errors("insert saga", saga.saga_id):
+        with store_errors("insert saga", saga.saga_id):
             try:
-                await self._sagas.insert_one(_to_document(stored))
+                await self._sagas.insert_one(to_document(stored))
             except DuplicateKeyError:
                 raise SagaExists(saga.saga_id) from None
         self.writes += 1
@@ -216,8 +237,8 @@ class MongoSagaStore:
     async def save(self, saga: Saga) -> Saga:
         stored = saga.fork()
         stored.version = saga.version + 1
-        document = _to_document(stored)
-        with _store_errors("save saga", saga.saga_id):
+        document = to_document(stored)
+        with store_errors("save saga", saga.saga_id):
             if self.version_claims:
                 await self._save_claimed(saga, document)
             else:
@@ -243,7 +264,7 @@ class MongoSagaStore:
         if limit <= 0:
             return []  # a limit of 0 means "no limit" to MongoDB
         query = {"status": {"$in": _UNFINISHED}, "deadline": {"$lte": now}}
-        with _store_errors("find due sagas"):
+        with store_errors("find due sagas"):
             cursor = self._sagas.find(query, {"_id": 1}).sort("deadline", 1).limit(limit)
             return [document["_id"] async for document in cursor]
 
@@ -253,7 +274,7 @@ class MongoSagaStore:
         # Recovery asks again until this comes back short: it must not see the outboxes it has
         # just published and marked, so the queued marks are written first.
         await self.flush()
-        with _store_errors("find pending outboxes"):
+        with store_errors("find pending outboxes"):
             cursor = self._sagas.find({"outbox_pending": True}, {"_id": 1}).limit(limit)
             return [document["_id"] async for document in cursor]
 
@@ -266,7 +287,7 @@ class MongoSagaStore:
             old_claims, self._old_claims = self._old_claims, set()
             self._marks_writing = marks
             try:
-                with _store_errors("mark outboxes published"):
+                with store_errors("mark outboxes published"):
                     if marks and self.version_claims:
                         await asyncio.gather(*(self._mark_one(*mark) for mark in marks.items()))
                         marks = {}
@@ -274,7 +295,7 @@ class MongoSagaStore:
                         self.round_trips += 1
                         result = await self._sagas.bulk_write(
                             [
-                                UpdateOne(*_mark(saga_id, version))
+                                UpdateOne(*mark_update(saga_id, version))
                                 for saga_id, version in marks.items()
                             ],
                             ordered=False,
@@ -311,6 +332,8 @@ class MongoSagaStore:
             await self.flush()  # waits for a flush in progress, then writes the rest
         except StoreError as exc:
             log.warning("marks_lost_on_close", marks=len(self._marks), error=str(exc))
+        for checks in self.projection_checks:
+            await checks.close()
         if self._flusher is not None:
             # Idle now (nothing is queued), so cancelling it interrupts no database call.
             self._flusher.cancel()
@@ -350,7 +373,7 @@ class MongoSagaStore:
     # -- version claims (FerretDB v1) ---------------------------------------------------------
 
     async def _save_claimed(self, saga: Saga, document: Document) -> None:
-        claim = _claim_key(saga.saga_id, saga.version + 1)
+        claim = claim_key(saga.saga_id, saga.version + 1)
         self.round_trips += 1
         try:
             await self._claims.insert_one(
@@ -367,17 +390,23 @@ class MongoSagaStore:
         # The claim is the committed save. The saga document follows; if this write is lost or
         # overtaken, the next load finds the newer claim and repairs it.
         self.round_trips += 1
-        async with self._writing.hold(saga.saga_id):
-            result = await self._sagas.replace_one(
-                {"_id": saga.saga_id, "version": {"$lt": saga.version + 1}}, document
-            )
+        try:
+            async with self._writing.hold(saga.saga_id):
+                result = await self._sagas.replace_one(
+                    {"_id": saga.saga_id, "version": {"$lt": saga.version + 1}}, document
+                )
+        finally:  # written, failed or cancelled: the server may still run it late
+            soon, finished = self.projection_checks
+            soon.add(saga.saga_id, saga.version + 1)
+            if SagaStatus(document["status"]).finished:
+                finished.add(saga.saga_id, saga.version + 1)
         if result.matched_count:
             self.writes += 1
         elif await self._sagas.find_one({"_id": saga.saga_id}, {"_id": 1}) is None:
             await self._claims.delete_one({"_id": claim})  # a save of a saga never inserted
             raise VersionConflict(saga.saga_id, saga.version)
         if saga.version > 1:
-            self._old_claims.add(_claim_key(saga.saga_id, saga.version))
+            self._old_claims.add(claim_key(saga.saga_id, saga.version))
             self._wake_flusher(len(self._marks))
 
     async def _mark_one(self, saga_id: str, version: int) -> None:
@@ -389,8 +418,18 @@ class MongoSagaStore:
         """
         self.round_trips += 1
         async with self._writing.hold(saga_id):
-            result = await self._sagas.update_one(*_mark(saga_id, version))
+            result = await self._sagas.update_one(*mark_update(saga_id, version))
         self.writes += result.modified_count
+
+    async def _check_projection(self, saga_id: str, version: int) -> None:
+        """Repair the saga document if it is older than `version`, which was claimed here."""
+        with store_errors("check saga document", saga_id):
+            stored = await self._sagas.find_one({"_id": saga_id}, {"version": 1})
+            if stored is None or int(stored["version"]) >= version:
+                return
+            await self._load_claimed(saga_id)
+        self.projection_repairs += 1
+        log.info("saga_document_repaired", saga_id=saga_id, found=stored["version"], saved=version)
 
     async def _load_claimed(self, saga_id: str) -> Document | None:
         """The saga document, or the newest claim above its version.
@@ -404,7 +443,7 @@ class MongoSagaStore:
             return None  # a claim alone is a save of a saga never inserted
         newest: Document | None = None
         version = int(stored["version"])
-        while claim := await self._claims.find_one({"_id": _claim_key(saga_id, version + 1)}):
+        while claim := await self._claims.find_one({"_id": claim_key(saga_id, version + 1)}):
             version += 1
             self.round_trips += 1
             if "saga" in claim:
@@ -424,14 +463,14 @@ class MongoSagaStore:
 
     async def register_definitions(self, registry: MachineRegistry) -> None:
         """Store a snapshot of each definition version; `DefinitionChanged` for a changed one."""
-        with _store_errors("store machine snapshots"):
+        with store_errors("store machine snapshots"):
             await mongo_definitions.register_definitions(
                 self._machines, registry, dt.datetime.now(dt.UTC)
             )
 
     async def stored_definitions(self) -> list[MachineDefinition]:
         """Every stored snapshot, including versions no longer in the files."""
-        with _store_errors("read machine snapshots"):
+        with store_errors("read machine snapshots"):
             return await mongo_definitions.stored_definitions(self._machines)
 
     async def count_by_status(self, machine: str | None = None) -> dict[str, int]:
@@ -440,7 +479,7 @@ class MongoSagaStore:
         if machine is not None:
             pipeline.insert(0, {"$match": {"machine": machine}})
         counts = {status.value: 0 for status in SagaStatus}
-        with _store_errors("count sagas"):
+        with store_errors("count sagas"):
             async for row in await self._sagas.aggregate(pipeline):
                 counts[str(row["_id"])] = int(row["count"])
         return counts
@@ -455,49 +494,3 @@ async def _close_failed(client: AsyncMongoClient[Document]) -> None:
     """
     await asyncio.sleep(0.05)
     await client.close()
-
-
-def _mark(saga_id: str, version: int) -> tuple[Document, Document]:
-    """(filter, update) of a mark: clear the outbox of that version only."""
-    return (
-        {"_id": saga_id, "version": version},
-        {"$set": {"outbox": []}, "$unset": {"outbox_pending": ""}},
-    )
-
-
-def _claim_key(saga_id: str, version: int) -> str:
-    return f"{saga_id}#{version}"
-
-
-def _to_document(saga: Saga) -> Document:
-    document = saga.model_dump(mode="python", exclude={"saga_id"})
-    document["_id"] = saga.saga_id
-    if saga.outbox:
-        document["outbox_pending"] = True
-    return document
-
-
-def _from_document(document: Document) -> Saga:
-    fields = dict(document)
-    fields["saga_id"] = fields.pop("_id")
-    fields.pop("outbox_pending", None)
-    return Saga.model_validate(fields)
-
-
-@contextlib.contextmanager
-def _store_errors(action: str, subject: str | None = None) -> Iterator[None]:
-    """Driver and encoding errors become `StoreError`, the original kept as `__cause__`."""
-    try:
-        yield
-    except (PyMongoError, BSONError) as exc:
-        about = f" {subject!r}" if subject else ""
-        raise StoreError(f"MongoDB: cannot {action}{about}: {_reason(exc)}") from exc
-
-
-_TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
-
-
-def _reason(exc: BaseException) -> str:
-    """The driver's message on one line, without the topology dump or the timeouts."""
-    text = str(exc).split(", Timeout: ", 1)[0].split(", full error: ", 1)[0]
-    return redact(_TIMEOUTS.sub("", text).replace("\n", " ")) or type(exc).__name__

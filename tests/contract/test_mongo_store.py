@@ -13,6 +13,7 @@ from pymongo.errors import AutoReconnect
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.adapters.mongo_store import SAGA_INDEXES
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.saga import SagaStatus
 from orchestrator.errors import ConfigurationError, DefinitionChanged, StoreError, VersionConflict
 from orchestrator.machines import MachineRegistry, load_machines
 
@@ -333,3 +334,55 @@ async def test_a_save_whose_saga_write_was_lost_is_repaired_on_load(
     assert loaded.version == 2
     assert loaded.data["step"] == "two"
     assert (await sagas.find_one({"_id": "saga-1"}))["version"] == 2
+
+
+async def wait_for_version(raw, saga_id: str, version: int, within: float) -> int:
+    """The saga document's version once it is `version`, or the last one seen after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        found = (await raw.find_one({"_id": saga_id}, {"version": 1}))["version"]
+        if found == version or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.02)
+
+
+async def test_a_finished_saga_overwritten_by_a_stale_write_is_repaired_without_a_load(
+    claims_mongo_store, make_saga
+):
+    # Another process's late write of an older version lands after the finished save: nothing
+    # loads a finished saga again, so without a check its document would stay behind for good.
+    store = claims_mongo_store
+    for checks, delay in zip(store.projection_checks, (0.2, 0.6), strict=True):
+        checks.delay = delay
+    await store.insert(make_saga())
+    running = await store.save(await store.load("saga-1"))
+    finished = running.fork()
+    finished.status = SagaStatus.SUCCEEDED
+    await store.save(finished)
+    raw = store.database["sagas"]
+    older = await raw.find_one({"_id": "saga-1"})
+    older.update(version=2, status="compensating")
+    await raw.replace_one({"_id": "saga-1"}, older)  # within the first delay
+
+    assert await wait_for_version(raw, "saga-1", 3, within=5.0) == 3
+    assert (await raw.find_one({"_id": "saga-1"}))["status"] == "succeeded"
+    assert store.projection_repairs == 1
+
+    await raw.replace_one({"_id": "saga-1"}, older)  # after the first check, before the second
+    assert await wait_for_version(raw, "saga-1", 3, within=5.0) == 3
+    assert store.projection_repairs == 2
+
+
+async def test_a_lost_saga_write_is_repaired_by_the_check_after_the_save(
+    claims_mongo_store, make_saga, monkeypatch
+):
+    store = claims_mongo_store
+    store.projection_checks[0].delay = 0.2
+    saga = await store.insert(make_saga())
+    sagas = store._sagas
+    monkeypatch.setattr(store, "_sagas", FailingOnce(sagas, "replace_one"))
+    with pytest.raises(StoreError):
+        await store.save(saga)  # the claim was written, the saga document was not
+
+    assert await wait_for_version(sagas, "saga-1", 2, within=5.0) == 2
+    assert store.projection_repairs == 1

@@ -1,0 +1,68 @@
+"""Saga documents in MongoDB: the layout of `sagas` and `saga_versions`, and driver errors.
+
+A saga document is the `Saga` model as dumped, `_id` = saga id, plus the derived
+`outbox_pending: true` while the outbox holds commands. A version claim's key is
+`<saga id>#<version>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from bson.errors import BSONError
+from pymongo.errors import PyMongoError
+
+from orchestrator.core.saga import Saga
+from orchestrator.errors import StoreError
+from orchestrator.logs import redact
+
+Document = dict[str, Any]
+
+
+def mark_update(saga_id: str, version: int) -> tuple[Document, Document]:
+    """(filter, update) of a mark: clear the outbox of that version only."""
+    return (
+        {"_id": saga_id, "version": version},
+        {"$set": {"outbox": []}, "$unset": {"outbox_pending": ""}},
+    )
+
+
+def claim_key(saga_id: str, version: int) -> str:
+    return f"{saga_id}#{version}"
+
+
+def to_document(saga: Saga) -> Document:
+    document = saga.model_dump(mode="python", exclude={"saga_id"})
+    document["_id"] = saga.saga_id
+    if saga.outbox:
+        document["outbox_pending"] = True
+    return document
+
+
+def from_document(document: Document) -> Saga:
+    fields = dict(document)
+    fields["saga_id"] = fields.pop("_id")
+    fields.pop("outbox_pending", None)
+    return Saga.model_validate(fields)
+
+
+@contextlib.contextmanager
+def store_errors(action: str, subject: str | None = None) -> Iterator[None]:
+    """Driver and encoding errors become `StoreError`, the original kept as `__cause__`."""
+    try:
+        yield
+    except (PyMongoError, BSONError) as exc:
+        about = f" {subject!r}" if subject else ""
+        raise StoreError(f"MongoDB: cannot {action}{about}: {driver_reason(exc)}") from exc
+
+
+_TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
+
+
+def driver_reason(exc: BaseException) -> str:
+    """The driver's message on one line, without the topology dump or the timeouts."""
+    text = str(exc).split(", Timeout: ", 1)[0].split(", full error: ", 1)[0]
+    return redact(_TIMEOUTS.sub("", text).replace("\n", " ")) or type(exc).__name__
