@@ -155,16 +155,14 @@ class QueueSettings:
 class Declarer:
     """Declares on one channel; a refused declaration becomes a `TopologyError` naming what."""
 
-    def __init__(
-        self, channel: aio_pika.abc.AbstractRobustChannel, settings: QueueSettings
-    ) -> None:
+    def __init__(self, channel: aio_pika.abc.AbstractChannel, settings: QueueSettings) -> None:
         self._channel = channel
         self._settings = settings
 
     @classmethod
     @contextlib.asynccontextmanager
     async def on_new_channel(
-        cls, connection: aio_pika.abc.AbstractRobustConnection, settings: QueueSettings
+        cls, connection: aio_pika.abc.AbstractConnection, settings: QueueSettings
     ) -> AsyncIterator[Declarer]:
         """A channel of its own: a refused declaration closes the channel it was made on."""
         channel = await connection.channel(publisher_confirms=False)
@@ -177,7 +175,7 @@ class Declarer:
 
     async def exchange(self, name: str, kind: aio_pika.ExchangeType) -> None:
         try:
-            await self._channel.declare_exchange(name, kind, durable=True, robust=False)
+            await self._channel.declare_exchange(name, kind, durable=True)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TopologyError(
                 f"exchange {name!r} exists with another type or arguments than Sagawire "
@@ -186,9 +184,7 @@ class Declarer:
 
     async def queue(self, name: str, arguments: Mapping[str, Any]) -> aio_pika.abc.AbstractQueue:
         try:
-            return await self._channel.declare_queue(
-                name, durable=True, arguments=dict(arguments), robust=False
-            )
+            return await self._channel.declare_queue(name, durable=True, arguments=dict(arguments))
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TopologyError(
                 f"queue {name!r} exists with other arguments than this broker declares "

@@ -5,8 +5,11 @@
     ...
     await broker.close()
 
-- One robust connection. The first connect fails fast with `BrokerUnreachable`; after that a lost
-  connection is re-established in the background, channels are reopened and consumers restored.
+- One connection. The first connect fails fast with `BrokerUnreachable`. After that a lost
+  connection is replaced in the background: a new connection and publisher channel, every
+  consumer attached again on a channel of its own, each step bounded by `connect_timeout`, tried
+  every `reconnect_interval` until the broker answers (`_rabbit_link` says why not aio-pika's
+  robust connection). A consumer whose channel alone closed is attached again the same way.
   Deliveries taken before the loss are redelivered by the broker; settling one of them is logged
   and dropped. A publish while the connection is down waits for it up to `publish_timeout`; one
   in flight when it drops raises `BrokerError` (unconfirmed: the caller publishes it again).
@@ -25,15 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-import aio_pika
 import aiormq.exceptions
 import structlog
 
 from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
-from participants_sdk._consuming import run_handler
+from participants_sdk._rabbit_consumers import RabbitDelivery, RabbitSubscription
+from participants_sdk._rabbit_link import DEFAULT_EXCHANGE, Link
 from participants_sdk._rabbit_topology import (
     QUEUE_TYPES,
     RETRY_BUCKETS_MS,
@@ -41,255 +44,55 @@ from participants_sdk._rabbit_topology import (
     redact_url,
     retry_bucket_ms,
 )
-from participants_sdk.errors import (
-    AlreadySettledError,
-    BrokerClosed,
-    BrokerError,
-    TopologyError,
-    Unroutable,
-)
+from participants_sdk.errors import BrokerClosed, BrokerError, TopologyError, Unroutable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
-
-    from aio_pika.abc import (
-        AbstractExchange,
-        AbstractIncomingMessage,
-        AbstractQueue,
-        AbstractRobustChannel,
-        AbstractRobustConnection,
-    )
+    from collections.abc import AsyncIterator, Iterable
 
     from participants_sdk.transport import DeliveryHandler
 
 __all__ = ["RETRY_BUCKETS_MS", "QueueType", "RabbitBroker", "RabbitDelivery", "RabbitSubscription"]
 
-DEFAULT_EXCHANGE: Final = ""
-
 _log = structlog.get_logger(__name__)
 
 
-class RabbitDelivery:
-    """One delivery from a RabbitMQ queue; settle it exactly once."""
-
-    def __init__(self, broker: RabbitBroker, incoming: AbstractIncomingMessage, queue: str) -> None:
-        self._broker = broker
-        self._incoming = incoming
-        self._queue = queue
-        self._message, self.broker_headers = t.from_amqp(incoming, queue)
-        """What RabbitMQ added (`x-death`, `x-delivery-count`): not part of `message.headers`."""
-        self.settled_by: str | None = None
-
-    @property
-    def message(self) -> p.WireMessage:
-        return self._message
-
-    @property
-    def queue(self) -> str:
-        return self._queue
-
-    @property
-    def redelivered(self) -> bool:
-        return bool(self._incoming.redelivered)
-
-    @property
-    def delivery_count(self) -> int | None:
-        """Earlier deliveries that came back: a quorum queue's `x-delivery-count`.
-
-        None when unknown: a classic queue counts nothing, it only flags `redelivered`.
-        """
-        count = self.broker_headers.get("x-delivery-count")
-        if isinstance(count, int) and not isinstance(count, bool):
-            return count
-        return None if self.redelivered else 0
-
-    @property
-    def channel_open(self) -> bool:
-        try:
-            return not self._incoming.channel.is_closed
-        except aiormq.exceptions.ChannelInvalidStateError:
-            return False
-
-    @property
-    def pending(self) -> bool:
-        """Not settled yet, on a live channel."""
-        return self.settled_by is None and self.channel_open
-
-    async def ack(self) -> None:
-        if self._begin("ack"):
-            await self._send("ack", self._incoming.ack)
-
-    async def requeue(self) -> None:
-        if self._begin("requeue"):
-            await self._send("requeue", self._incoming.nack)
-
-    async def dead_letter(self, reason: str) -> None:
-        if not self._begin("dead_letter"):
-            return
-        message = self._message
-        letter = message.with_headers(
-            **{
-                p.H_DEAD_LETTER_REASON: reason,
-                p.H_DEAD_LETTER_QUEUE: self._queue,
-                p.H_ORIGINAL_EXCHANGE: message.exchange,
-                p.H_ORIGINAL_ROUTING_KEY: message.routing_key,
-            }
-        )
-        if await self._move(
-            "dead_letter", self._broker.publish(p.DEAD_LETTER_EXCHANGE, self._queue, letter)
-        ):
-            _log.warning(
-                "message dead-lettered",
-                queue=self._queue,
-                message_id=message.message_id,
-                reason=reason,
-            )
-
-    async def retry_later(self, delay: float, headers: dict[str, object]) -> None:
-        if self._begin("retry_later"):
-            again = self._message.with_headers(**headers)
-            await self._move("retry_later", self._broker.publish_later(self._queue, again, delay))
-
-    def _begin(self, how: str) -> bool:
-        """Mark the delivery settled; False when its channel is gone (the broker redelivers)."""
-        if self.settled_by is not None:
-            raise AlreadySettledError(
-                f"cannot {how} message {self._message.message_id} from {self._queue}: "
-                f"it was settled already by {self.settled_by}"
-            )
-        self.settled_by = how
-        if self.channel_open:
-            return True
-        self._dropped(how, None)
-        return False
-
-    async def _move(self, how: str, copy: Awaitable[None]) -> bool:
-        """Publish a copy elsewhere, then ack; requeue instead when the copy is not confirmed."""
-        try:
-            await copy
-        except BrokerError as exc:
-            await self._send("requeue", self._incoming.nack)
-            _log.error(
-                "copy not confirmed; the message was requeued instead",
-                queue=self._queue,
-                message_id=self._message.message_id,
-                settle=how,
-                error=str(exc),
-            )
-            return False
-        await self._send("ack", self._incoming.ack)
-        return True
-
-    async def _send(self, how: str, settle: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await settle()
-        except t.AMQP_ERRORS as exc:
-            self._dropped(how, exc)
-
-    def _dropped(self, how: str, exc: BaseException | None) -> None:
-        _log.warning(
-            "settle on a closed channel dropped; the broker redelivers the message",
-            queue=self._queue,
-            message_id=self._message.message_id,
-            settle=how,
-            error=None if exc is None else (str(exc) or type(exc).__name__),
-        )
-
-
-class RabbitSubscription:
-    """A consumer on its own channel; its handler tasks are tracked until they finish."""
-
-    def __init__(
-        self,
-        broker: RabbitBroker,
-        channel: AbstractRobustChannel,
-        queue: AbstractQueue,
-        handler: DeliveryHandler,
-    ) -> None:
-        self._broker = broker
-        self._channel = channel
-        self._queue = queue
-        self._handler = handler
-        self._tag: str | None = None
-        self._cancelled = False
-        self._closing: asyncio.Task[None] | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def queue(self) -> str:
-        return self._queue.name
-
-    async def start(self) -> None:
-        self._tag = await self._queue.consume(self._on_message)
-
-    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
-        # Runs in a task of aiormq's that a closing channel cancels: the handler gets its own.
-        try:
-            delivery = RabbitDelivery(self._broker, incoming, self.queue)
-        except Exception:  # noqa: BLE001 - unreadable properties: the broker dead-letters it
-            with contextlib.suppress(*t.AMQP_ERRORS):
-                await incoming.reject(requeue=False)
-            _log.exception("unreadable delivery rejected to the DLQ", queue=self.queue)
-            return
-        if self._cancelled:  # handed over just before the cancel reached the broker
-            await delivery.requeue()
-            return
-        task = asyncio.get_running_loop().create_task(
-            run_handler(self._handler, delivery), name=f"{self.queue}#{incoming.delivery_tag}"
-        )
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if self._cancelled and not self.tasks and self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(t.close_quietly(self._channel))
-
-    async def cancel(self) -> None:
-        """Stop new deliveries; the channel closes once the handlers in flight have settled."""
-        if self._cancelled:
-            return
-        self._cancelled = True
-        if self._tag is not None:
-            try:
-                await self._queue.cancel(self._tag)
-            except t.AMQP_ERRORS as exc:  # a dead channel delivers nothing more anyway
-                _log.debug("consumer cancel failed", queue=self.queue, error=str(exc))
-        if not self.tasks:
-            await t.close_quietly(self._channel)
-
-    async def close_channel(self) -> None:
-        """Close the channel (after `cancel`, once idle): the broker takes back what is unacked."""
-        if self._closing is not None:
-            await self._closing
-        await t.close_quietly(self._channel)
-
-
 class RabbitBroker:
-    """The `Broker` port on one robust aio-pika connection. Create it with `connect()`."""
+    """The `Broker` port on one RabbitMQ connection, kept open. Create it with `connect()`."""
 
     def __init__(
         self,
-        connection: AbstractRobustConnection,
-        publisher: AbstractRobustChannel,
+        link: Link,
         *,
-        url: str,
+        connect_url: str,
+        name: str,
         settings: t.QueueSettings,
         publish_timeout: float,
         close_timeout: float,
+        connect_timeout: float,
+        reconnect_interval: float,
     ) -> None:
-        self._connection = connection
-        self._publisher = publisher
-        self.url = url
+        self._link = link
+        self._connect_url = connect_url  # holds the password: never logged
+        self._name = name
+        self.url = redact_url(connect_url)
         """The broker's URL, password redacted."""
         self.settings = settings
         self._publish_timeout = publish_timeout
         self._close_timeout = close_timeout
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._connect_timeout = connect_timeout
+        self._reconnect_interval = reconnect_interval
         self._subscriptions: list[RabbitSubscription] = []
         self._delay_queues = t.DelayQueues(self._declaring)
+        self._up = asyncio.Event()
+        self._up.set()
+        self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._closed = False
+        self.reconnects = 0
+        """Connections opened again after one was lost."""
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep_connected(), name=f"{name}: keep connected"
+        )
 
     @classmethod
     async def connect(
@@ -315,35 +118,124 @@ class RabbitBroker:
             raise ValueError(f"delivery_limit must be >= 0, got {delivery_limit}")
         redacted = redact_url(url)
         try:
-            connection = await aio_pika.connect_robust(
-                url,
-                timeout=connect_timeout,
-                client_properties={"connection_name": name},
-                reconnect_interval=reconnect_interval,
-            )
-        except (OSError, aiormq.exceptions.AMQPError, ValueError) as exc:
+            link = await Link.open(url, name=name, timeout=connect_timeout)
+        except (OSError, aiormq.exceptions.AMQPError, ValueError, TimeoutError) as exc:
             raise t.unreachable(redacted, exc) from None
-        try:
-            publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        except BaseException:
-            await connection.close()
-            raise
         _log.info("connected to RabbitMQ", url=redacted, connection_name=name)
         return cls(
-            connection,
-            publisher,
-            url=redacted,
+            link,
+            connect_url=url,
+            name=name,
             settings=t.QueueSettings(queue_type, delivery_limit),
             publish_timeout=publish_timeout,
             close_timeout=close_timeout,
+            connect_timeout=connect_timeout,
+            reconnect_interval=reconnect_interval,
         )
+
+    # -- keeping connected ----------------------------------------------------------------
+
+    async def _keep_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            await self._link.lost.wait()
+            if self._closing:
+                return
+            self._up.clear()
+            lost_at = loop.time()
+            _log.warning("connection to RabbitMQ lost; reconnecting", url=self.url)
+            link = await self._reconnect()
+            if link is None:
+                return
+            old, self._link = self._link, link
+            self.reconnects += 1
+            self._up.set()
+            _log.info(
+                "reconnected to RabbitMQ",
+                url=self.url,
+                after_s=round(loop.time() - lost_at, 2),
+                consumers=len(self._subscriptions),
+            )
+            await old.close(self._close_timeout)
+
+    async def _reconnect(self) -> Link | None:
+        """A new link with every consumer attached, or None once the broker is closing."""
+        attempt = 0
+        while not self._closing:
+            attempt += 1
+            link: Link | None = None
+            try:
+                link = await Link.open(
+                    self._connect_url, name=self._name, timeout=self._connect_timeout
+                )
+                for subscription in list(self._subscriptions):
+                    async with asyncio.timeout(self._connect_timeout):
+                        await subscription.attach(link.connection)
+            except Exception as exc:  # noqa: BLE001 - any failure: drop this try, try again
+                if link is not None:
+                    await link.close(self._close_timeout)
+                _log.warning(
+                    "reconnect to RabbitMQ failed; trying again",
+                    url=self.url,
+                    attempt=attempt,
+                    retry_in_s=self._reconnect_interval,
+                    error=redact_url(str(exc)) or type(exc).__name__,
+                )
+                await asyncio.sleep(self._reconnect_interval)
+            else:
+                return link
+        return None
+
+    def _subscription_lost(self, subscription: RabbitSubscription) -> None:
+        """A consumer's channel closed: attach it again, unless the connection went with it."""
+        if self._closing:
+            return
+        task = asyncio.get_running_loop().create_task(self._reattach(subscription))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reattach(self, subscription: RabbitSubscription) -> None:
+        delay = min(1.0, self._reconnect_interval)
+        while not self._closing and not subscription.cancelled:
+            await asyncio.sleep(delay)  # the channel error may be a lost connection, told later
+            link = self._link
+            if not link.alive or subscription.attached_to(link.connection):
+                return  # a new link attaches every consumer
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await subscription.attach(link.connection)
+            except Exception as exc:  # noqa: BLE001 - any failure: try again
+                _log.warning(
+                    "cannot consume again; trying again",
+                    queue=subscription.queue,
+                    retry_in_s=delay,
+                    error=str(exc) or type(exc).__name__,
+                )
+            else:
+                _log.info("consuming again", queue=subscription.queue)
+                return
+
+    async def _wait_connected(self, what: str) -> Link:
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await self._up.wait()
+        except TimeoutError:
+            raise BrokerError(
+                f"{what}: not connected to RabbitMQ at {self.url} for {self._publish_timeout}s"
+            ) from None
+        return self._link
+
+    # -- the Broker port ------------------------------------------------------------------
 
     def _check_open(self, *, draining_ok: bool = False) -> None:
         if self._closed or (self._closing and not draining_ok):
             raise BrokerClosed(f"the RabbitMQ broker connection to {self.url} is closed")
 
-    def _declaring(self) -> contextlib.AbstractAsyncContextManager[t.Declarer]:
-        return t.Declarer.on_new_channel(self._connection, self.settings)
+    @contextlib.asynccontextmanager
+    async def _declaring(self) -> AsyncIterator[t.Declarer]:
+        link = await self._wait_connected("declaring the topology")
+        async with t.Declarer.on_new_channel(link.connection, self.settings) as declarer:
+            yield declarer
 
     async def declare_topology(self, services: Iterable[str]) -> None:
         self._check_open()
@@ -385,31 +277,22 @@ class RabbitBroker:
     async def _publish_once_open(
         self, exchange: str, routing_key: str, message: p.WireMessage
     ) -> None:
-        """Publish, waiting for the channel to be reopened (after a reconnect or a channel error).
+        """Publish, waiting for the connection (after a loss) or the channel (after an error).
 
         A publish that found the channel closed sent nothing: trying again cannot duplicate it.
         """
         amqp = t.to_amqp(message)
-        target = await self._exchange(exchange)
         while True:
-            await self._publisher.ready()  # at once, unless reconnecting
+            await self._up.wait()  # at once, unless reconnecting
             try:
+                target = await self._link.exchange(exchange)
                 await target.publish(amqp, routing_key, mandatory=True)
             except aiormq.exceptions.ChannelInvalidStateError:
                 if self._closed:
                     raise
-                await asyncio.sleep(0.05)  # closed, and its reopening not begun yet
+                await asyncio.sleep(0.05)  # closed, and the loss not told yet
             else:
                 return
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        if name == DEFAULT_EXCHANGE:
-            return self._publisher.default_exchange
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            exchange = await self._publisher.get_exchange(name, ensure=False)
-            self._exchanges[name] = exchange
-        return exchange
 
     async def publish_later(self, queue: str, message: p.WireMessage, delay: float) -> None:
         """Deliver `message` to `queue` after `delay` seconds, rounded up to a delay bucket."""
@@ -436,20 +319,17 @@ class RabbitBroker:
         self._check_open()
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-        channel = await self._connection.channel(publisher_confirms=False)
+        subscription = RabbitSubscription(
+            self, queue, handler, prefetch=prefetch, lost=self._subscription_lost
+        )
+        link = await self._wait_connected(f"consuming from {queue!r}")
         try:
-            await channel.set_qos(prefetch_count=prefetch)
-            subscription = RabbitSubscription(
-                self, channel, await channel.get_queue(queue, ensure=True), handler
-            )
-            await subscription.start()
+            await subscription.attach(link.connection)
         except aiormq.exceptions.ChannelNotFoundEntity:
-            await t.close_quietly(channel)
             raise TopologyError(
                 f"queue {queue!r} is not declared; declare the topology first"
             ) from None
         except t.AMQP_ERRORS as exc:
-            await t.close_quietly(channel)
             raise t.broker_error(f"cannot consume from {queue!r}", exc) from None
         self._subscriptions.append(subscription)
         return subscription
@@ -473,9 +353,8 @@ class RabbitBroker:
         for subscription in subscriptions:
             await subscription.close_channel()
         self._closed = True
-        await t.close_quietly(self._publisher)
-        with contextlib.suppress(*t.AMQP_ERRORS):
-            await self._connection.close()
+        await self._stop_keeping()
+        await self._link.close(self._close_timeout)
         _log.info("disconnected from RabbitMQ", url=self.url)
 
     async def abort(self) -> None:
@@ -485,10 +364,16 @@ class RabbitBroker:
             return
         self._closing = self._closed = True
         subscriptions, self._subscriptions = self._subscriptions, []
-        with contextlib.suppress(*t.AMQP_ERRORS):
-            await self._connection.close()
+        await self._stop_keeping()
+        await self._link.close(self._close_timeout)
         late = [task for s in subscriptions for task in s.tasks]
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
         _log.info("connection to RabbitMQ aborted", url=self.url, handlers_cancelled=len(late))
+
+    async def _stop_keeping(self) -> None:
+        tasks = [self._keeper, *self._background]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -60,6 +60,7 @@ class RuntimeCollector(Collector):
             "Commands stored and not yet confirmed by the broker.",
             value=stats.publishing,
         )
+        yield from _store_counters(self._system.store)
         latency = stats.step_latency
         yield HistogramMetricFamily(
             "sagawire_step_latency_seconds",
@@ -67,6 +68,23 @@ class RuntimeCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
+
+
+def _store_counters(store: object) -> Iterator[Metric]:
+    """What the MongoDB store counts (the memory store counts nothing)."""
+    counters = [
+        ("writes", "sagawire_store_writes", "Saga and version-claim documents written."),
+        ("round_trips", "sagawire_store_round_trips", "Database calls that write sagas."),
+        (
+            "projection_repairs",
+            "sagawire_store_documents_repaired",
+            "Saga documents found behind their newest version claim and rewritten (FerretDB).",
+        ),
+    ]
+    for attribute, name, documentation in counters:
+        value = getattr(store, attribute, None)
+        if isinstance(value, int):
+            yield CounterMetricFamily(name, documentation, value=value)
 
 
 def metrics_registry(system: ActorSystem) -> CollectorRegistry:

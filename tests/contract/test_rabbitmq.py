@@ -9,6 +9,7 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 import pytest_asyncio
+import structlog.testing
 from broker_support import RabbitBackend, Recorder, collect, open_backend
 
 from participants_sdk import protocol as p
@@ -195,7 +196,7 @@ async def test_after_a_lost_connection_consumers_come_back_and_old_deliveries_ar
     await broker.publish("", queue, message(1))
     await recorder.wait_for(1)
 
-    transport = broker._connection.transport
+    transport = broker._link.connection.transport
     assert transport is not None
     await transport.connection.close(ConnectionResetError("simulated network failure"))
 
@@ -227,3 +228,44 @@ async def test_close_waits_for_handlers_a_bounded_time_then_the_message_goes_bac
 
     [again] = await collect(await backend.connect(), queue, expect=1)
     assert again.correlation_id == "saga-1"
+
+
+@pytest.mark.asyncio
+async def test_a_consumer_the_broker_cancelled_consumes_again_once_its_queue_is_back(backend):
+    queue = backend.queue()
+    broker = await backend.connect(reconnect_interval=0.1)
+    await broker.declare_queue(queue)
+    recorder = Recorder()
+    await broker.consume(queue, recorder)
+    with structlog.testing.capture_logs() as logs:
+        admin = await aio_pika.connect(backend.url, timeout=5)
+        async with admin:
+            await (await admin.channel()).queue_delete(queue)  # the broker cancels the consumer
+        async with asyncio.timeout(10):
+            while not any(e["event"] == "consumer cancelled by the broker" for e in logs):  # noqa: ASYNC110 - a captured log has no event to await
+                await asyncio.sleep(0.05)
+    await broker.declare_queue(queue)  # an operator declares it again
+
+    await broker.publish("", queue, message(1))
+    await recorder.wait_for(1, within=10)
+    assert recorder.messages[0].correlation_id == "saga-1"
+
+
+@pytest.mark.asyncio
+async def test_a_channel_error_on_a_consumer_channel_does_not_stop_consuming(backend):
+    queue = backend.queue()
+    broker = await backend.connect(reconnect_interval=0.1)
+    await broker.declare_queue(queue)
+    recorder = Recorder(settle=None)
+    await broker.consume(queue, recorder)
+    await broker.publish("", queue, message(1))
+    await recorder.wait_for(1)
+    first = recorder.deliveries[0]
+    # An ack of a delivery tag the channel never gave is a channel error: the broker closes it.
+    await first._incoming.channel.basic_ack(first._incoming.delivery_tag + 1000)
+
+    await recorder.wait_for(2, within=10)  # the unacked one again, on a new channel
+    again = recorder.deliveries[1]
+    assert again.message.message_id == first.message.message_id
+    assert again.redelivered
+    await again.ack()

@@ -67,6 +67,13 @@ async def test_many_sagas_reach_their_outcomes_and_apply_each_step_once(
         f"version claims (FerretDB) per step {claims / commands:.2f}; "
         f"stale/duplicate replies {metric_total(metrics, 'sagawire_messages_total') - versions}"
     )
+    writes = metric_total(metrics, "sagawire_store_writes_total")
+    round_trips = metric_total(metrics, "sagawire_store_round_trips_total")
+    repaired = metric_total(metrics, "sagawire_store_documents_repaired_total")
+    report(
+        f"database writes per step {writes / commands:.2f}, write calls per step "
+        f"{round_trips / commands:.2f}; saga documents repaired after a save {repaired:.0f}"
+    )
 
 
 @pytest.mark.timeout(finish_timeout(MANY) + 120)

@@ -15,19 +15,18 @@ class Recorded:
     def __init__(self, fail_for: str | None = None) -> None:
         self.calls: list[tuple[str, int]] = []
         self.fail_for = fail_for
-        self.done = asyncio.Event()
+        self.called = asyncio.Condition()
 
     async def __call__(self, saga_id: str, version: int) -> None:
         self.calls.append((saga_id, version))
-        self.done.set()
+        async with self.called:
+            self.called.notify_all()
         if saga_id == self.fail_for:
             raise RuntimeError("server gone")
 
-
-async def settle(checks: ProjectionChecks) -> None:
-    async with asyncio.timeout(5):
-        while len(checks):
-            await asyncio.sleep(0.01)
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(5), self.called:
+            await self.called.wait_for(lambda: len(self.calls) >= count)
 
 
 async def test_saves_before_the_check_is_due_make_one_check_of_the_newest_version() -> None:
@@ -36,7 +35,8 @@ async def test_saves_before_the_check_is_due_make_one_check_of_the_newest_versio
     for version in (2, 3, 4):
         checks.add("s-1", version)
     checks.add("s-2", 7)
-    await settle(checks)
+    await check.wait_for(2)
+    await asyncio.sleep(0.1)  # longer than the delay: no third check comes
     assert check.calls == [("s-1", 4), ("s-2", 7)]
     await checks.close()
 
@@ -45,9 +45,9 @@ async def test_a_save_after_the_check_gets_a_check_of_its_own() -> None:
     check = Recorded()
     checks = ProjectionChecks(check, delay=0.02)
     checks.add("s-1", 2)
-    await settle(checks)
+    await check.wait_for(1)
     checks.add("s-1", 3)
-    await settle(checks)
+    await check.wait_for(2)
     assert check.calls == [("s-1", 2), ("s-1", 3)]
     await checks.close()
 
@@ -57,7 +57,7 @@ async def test_a_failed_check_does_not_stop_the_others() -> None:
     checks = ProjectionChecks(check, delay=0.02)
     checks.add("bad", 2)
     checks.add("good", 5)
-    await settle(checks)
+    await check.wait_for(2)
     assert check.calls == [("bad", 2), ("good", 5)]
     await checks.close()
 

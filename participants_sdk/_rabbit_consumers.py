@@ -1,0 +1,303 @@
+"""Consuming from RabbitMQ: one delivery (`RabbitDelivery`) and one consumer (`RabbitSubscription`).
+
+`dead_letter` and `retry_later` publish a copy (confirmed) before acking the original; if the copy
+is not confirmed, the original is requeued instead, so nothing is lost. A subscription is attached
+to a channel of its own, and attached again to a new one when its channel or connection is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Protocol
+
+import aiormq.exceptions
+import structlog
+
+from participants_sdk import _rabbit_topology as t
+from participants_sdk import protocol as p
+from participants_sdk._consuming import run_handler
+from participants_sdk.errors import AlreadySettledError, BrokerError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aio_pika.abc import (
+        AbstractChannel,
+        AbstractConnection,
+        AbstractIncomingMessage,
+        AbstractQueue,
+    )
+    from pamqp.commands import Basic
+
+    from participants_sdk.transport import DeliveryHandler
+
+_log = structlog.get_logger("participants_sdk.rabbitmq")
+
+
+class Publisher(Protocol):
+    async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None: ...
+
+    async def publish_later(self, queue: str, message: p.WireMessage, delay: float) -> None: ...
+
+
+class RabbitDelivery:
+    """One delivery from a RabbitMQ queue; settle it exactly once."""
+
+    def __init__(self, broker: Publisher, incoming: AbstractIncomingMessage, queue: str) -> None:
+        self._broker = broker
+        self._incoming = incoming
+        self._queue = queue
+        self._message, self.broker_headers = t.from_amqp(incoming, queue)
+        """What RabbitMQ added (`x-death`, `x-delivery-count`): not part of `message.headers`."""
+        self.settled_by: str | None = None
+
+    @property
+    def message(self) -> p.WireMessage:
+        return self._message
+
+    @property
+    def queue(self) -> str:
+        return self._queue
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self._incoming.redelivered)
+
+    @property
+    def delivery_count(self) -> int | None:
+        """Earlier deliveries that came back: a quorum queue's `x-delivery-count`.
+
+        None when unknown: a classic queue counts nothing, it only flags `redelivered`.
+        """
+        count = self.broker_headers.get("x-delivery-count")
+        if isinstance(count, int) and not isinstance(count, bool):
+            return count
+        return None if self.redelivered else 0
+
+    @property
+    def channel_open(self) -> bool:
+        try:
+            return not self._incoming.channel.is_closed
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return False
+
+    @property
+    def pending(self) -> bool:
+        """Not settled yet, on a live channel."""
+        return self.settled_by is None and self.channel_open
+
+    async def ack(self) -> None:
+        if self._begin("ack"):
+            await self._send("ack", self._incoming.ack)
+
+    async def requeue(self) -> None:
+        if self._begin("requeue"):
+            await self._send("requeue", self._incoming.nack)
+
+    async def dead_letter(self, reason: str) -> None:
+        if not self._begin("dead_letter"):
+            return
+        message = self._message
+        letter = message.with_headers(
+            **{
+                p.H_DEAD_LETTER_REASON: reason,
+                p.H_DEAD_LETTER_QUEUE: self._queue,
+                p.H_ORIGINAL_EXCHANGE: message.exchange,
+                p.H_ORIGINAL_ROUTING_KEY: message.routing_key,
+            }
+        )
+        if await self._move(
+            "dead_letter", self._broker.publish(p.DEAD_LETTER_EXCHANGE, self._queue, letter)
+        ):
+            _log.warning(
+                "message dead-lettered",
+                queue=self._queue,
+                message_id=message.message_id,
+                reason=reason,
+            )
+
+    async def retry_later(self, delay: float, headers: dict[str, object]) -> None:
+        if self._begin("retry_later"):
+            again = self._message.with_headers(**headers)
+            await self._move("retry_later", self._broker.publish_later(self._queue, again, delay))
+
+    def _begin(self, how: str) -> bool:
+        """Mark the delivery settled; False when its channel is gone (the broker redelivers)."""
+        if self.settled_by is not None:
+            raise AlreadySettledError(
+                f"cannot {how} message {self._message.message_id} from {self._queue}: "
+                f"it was settled already by {self.settled_by}"
+            )
+        self.settled_by = how
+        if self.channel_open:
+            return True
+        self._dropped(how, None)
+        return False
+
+    async def _move(self, how: str, copy: Awaitable[None]) -> bool:
+        """Publish a copy elsewhere, then ack; requeue instead when the copy is not confirmed."""
+        try:
+            await copy
+        except BrokerError as exc:
+            await self._send("requeue", self._incoming.nack)
+            _log.error(
+                "copy not confirmed; the message was requeued instead",
+                queue=self._queue,
+                message_id=self._message.message_id,
+                settle=how,
+                error=str(exc),
+            )
+            return False
+        await self._send("ack", self._incoming.ack)
+        return True
+
+    async def _send(self, how: str, settle: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await settle()
+        except t.AMQP_ERRORS as exc:
+            self._dropped(how, exc)
+
+    def _dropped(self, how: str, exc: BaseException | None) -> None:
+        _log.warning(
+            "settle on a closed channel dropped; the broker redelivers the message",
+            queue=self._queue,
+            message_id=self._message.message_id,
+            settle=how,
+            error=None if exc is None else (str(exc) or type(exc).__name__),
+        )
+
+
+class RabbitSubscription:
+    """A consumer on a channel of its own; its handler tasks are tracked until they finish.
+
+    `lost` is called when its channel closes while it still consumes (a channel error, the
+    broker cancelled it, the connection dropped): the broker then attaches it again.
+    """
+
+    def __init__(
+        self,
+        broker: Publisher,
+        queue: str,
+        handler: DeliveryHandler,
+        *,
+        prefetch: int,
+        lost: Callable[[RabbitSubscription], None],
+    ) -> None:
+        self._broker = broker
+        self._queue_name = queue
+        self._handler = handler
+        self._prefetch = prefetch
+        self._lost = lost
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._consuming = False
+        self._attaching = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
+        self._cancelled = False
+        self._closing: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def queue(self) -> str:
+        return self._queue_name
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def attached_to(self, connection: AbstractConnection) -> bool:
+        """Consuming on an open channel of `connection`."""
+        channel = self._channel
+        return (
+            self._consuming
+            and self._connection is connection
+            and channel is not None
+            and not channel.is_closed
+        )
+
+    async def attach(self, connection: AbstractConnection) -> None:
+        """Consume on a new channel of `connection`, unless it does already."""
+        async with self._attaching:
+            if self._cancelled or self.attached_to(connection):
+                return
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                await channel.set_qos(prefetch_count=self._prefetch)
+                queue = await channel.get_queue(self._queue_name, ensure=True)
+                tag = await queue.consume(self._on_message)
+                underlay = await channel.get_underlay_channel()
+            except BaseException:
+                await t.close_quietly(channel)
+                raise
+            old, self._connection, self._channel = self._channel, connection, channel
+            self._queue, self._tag, self._consuming = queue, tag, True
+            if old is not None and not old.is_closed:  # its consumer was cancelled by the broker
+                self._retire(old)
+            underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
+            channel.close_callbacks.add(self._on_channel_closed)
+
+    def _on_channel_closed(self, sender: object, *_: object) -> None:
+        if sender is self._channel and not self._cancelled:
+            self._lost(self)
+
+    def _on_broker_cancel(self, frame: Basic.Cancel) -> None:
+        # The queue was deleted, or its node went away: a new channel consumes it again. (This
+        # runs in the channel's reader: closing the channel here would wait for itself.)
+        if frame.consumer_tag == self._tag and not self._cancelled:
+            _log.warning("consumer cancelled by the broker", queue=self.queue)
+            self._consuming = False
+            self._lost(self)
+
+    def _retire(self, channel: AbstractChannel) -> None:
+        task = asyncio.get_running_loop().create_task(t.close_quietly(channel))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        # Runs in a task of aiormq's that a closing channel cancels: the handler gets its own.
+        try:
+            delivery = RabbitDelivery(self._broker, incoming, self.queue)
+        except Exception:  # noqa: BLE001 - unreadable properties: the broker dead-letters it
+            with contextlib.suppress(*t.AMQP_ERRORS):
+                await incoming.reject(requeue=False)
+            _log.exception("unreadable delivery rejected to the DLQ", queue=self.queue)
+            return
+        if self._cancelled:  # handed over just before the cancel reached the broker
+            await delivery.requeue()
+            return
+        task = asyncio.get_running_loop().create_task(
+            run_handler(self._handler, delivery), name=f"{self.queue}#{incoming.delivery_tag}"
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self._cancelled and not self.tasks and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close_channel())
+
+    async def _close_channel(self) -> None:
+        if self._channel is not None:
+            await t.close_quietly(self._channel)
+
+    async def cancel(self) -> None:
+        """Stop new deliveries; the channel closes once the handlers in flight have settled."""
+        if self._cancelled:
+            return
+        self._cancelled = True
+        if self._queue is not None and self._tag is not None:
+            try:
+                await self._queue.cancel(self._tag)
+            except t.AMQP_ERRORS as exc:  # a dead channel delivers nothing more anyway
+                _log.debug("consumer cancel failed", queue=self.queue, error=str(exc))
+        if not self.tasks:
+            await self._close_channel()
+
+    async def close_channel(self) -> None:
+        """Close the channel (after `cancel`, once idle): the broker takes back what is unacked."""
+        if self._closing is not None:
+            await self._closing
+        await self._close_channel()
