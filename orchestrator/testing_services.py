@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 AMQP_VARIABLE = "SAGAWIRE_TEST_AMQP_URL"
 MONGODB_VARIABLE = "SAGAWIRE_TEST_MONGODB_URL"
@@ -110,6 +110,19 @@ def service_urls(root: Path | None = None) -> ServiceUrls:
         f"no {'RabbitMQ' if not amqp else 'MongoDB'} for the tests: "
         + HOW_TO.format(variable=missing)
     )
+
+
+def with_database(base: str, database: str) -> str:
+    """`base` (a MongoDB URL) with its path set to `database`, the rest kept.
+
+    A URL with credentials and no `authSource` authenticated against `admin` before; with a
+    path it would authenticate against that database, so `authSource=admin` is kept explicit.
+    """
+    parts = urlsplit(base)
+    query = dict(parse_qsl(parts.query))
+    if "@" in parts.netloc and "authSource" not in query:
+        query["authSource"] = parts.path.strip("/") or "admin"
+    return urlunsplit(parts._replace(path=f"/{database}", query=urlencode(query)))
 
 
 # -- virtual hosts of their own on the local node ------------------------------------------

@@ -6,4 +6,5 @@ from orchestrator.cli import (
     demo_cmd,  # noqa: F401
     machines_cmd,  # noqa: F401
     run_cmd,  # noqa: F401
+    sagas_cmd,  # noqa: F401
 )

@@ -19,7 +19,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
@@ -27,10 +26,7 @@ from e2e_support import REPO, SERVICES, ProcessGroup, reset_broker
 from pymongo.errors import PyMongoError
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.testing_services import (
-    ServiceUrls,
-    own_vhost,
-)
+from orchestrator.testing_services import ServiceUrls, own_vhost, with_database
 
 SERVICES_SCRIPT = REPO / "scripts" / "services.sh"
 QUIET_PROBE = "e2e_quiet_probe"
@@ -47,19 +43,6 @@ def run_tool(argv: list[str], *, timeout: float, env: dict[str, str] | None = No
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr}{result.stdout}")
     return result.stdout
-
-
-def database_url(base: str, database: str) -> str:
-    """`base` (a MongoDB URL) with its path set to `database`, the rest kept.
-
-    A URL with credentials and no `authSource` authenticated against `admin` before; with a
-    path it would authenticate against that database, so `authSource=admin` is kept explicit.
-    """
-    parts = urlsplit(base)
-    query = dict(parse_qsl(parts.query))
-    if "@" in parts.netloc and "authSource" not in query:
-        query["authSource"] = parts.path.strip("/") or "admin"
-    return urlunsplit(parts._replace(path=f"/{database}", query=urlencode(query)))
 
 
 async def wait_database_quiet(store: MongoSagaStore, *, timeout: float = 60.0) -> bool:  # noqa: ASYNC109
@@ -106,7 +89,7 @@ async def clean_broker(amqp_url: str) -> None:
 async def database(urls: ServiceUrls):
     """(URL of a fresh database, a store on it for the test's own reads); dropped afterwards."""
     name = f"sagawire_e2e_{uuid.uuid4().hex[:8]}"
-    url = database_url(urls.mongodb, name)
+    url = with_database(urls.mongodb, name)
     store = await MongoSagaStore.connect(url)
     # Every collection the test writes exists before the load: FerretDB v1 can deadlock when it
     # creates one while its connections are all busy.

@@ -1,0 +1,142 @@
+"""What operators ask of the `sagas` collection: filtered, paged listings and counts.
+
+Read-only and plain MongoDB (`$and`, `$or`, `$in`, ranges, sort, skip, limit), so it runs on
+FerretDB too. Every filter field has an index (see `mongo_store.SAGA_INDEXES`). On FerretDB v1
+the saga documents can trail a save by about a second (`projection_checks`); `sagas show` reads
+through the store, which is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from orchestrator.adapters.mongo_documents import Document, store_errors
+from orchestrator.core.saga import SagaStatus
+
+UNFINISHED = [SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]
+
+_SUMMARY = {
+    "machine": 1,
+    "machine_version": 1,
+    "status": 1,
+    "state": 1,
+    "label": 1,
+    "deadline": 1,
+    "flagged": 1,
+    "created_at": 1,
+    "updated_at": 1,
+    "finished_at": 1,
+    "pending.state": 1,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SagaFilter:
+    machine: str | None = None
+    statuses: tuple[SagaStatus, ...] = ()
+    state: str | None = None
+    """A current state: the saga's state, or the state of one of its pending steps."""
+    label: str | None = None
+    """The business state (`label` in the machine), e.g. PAID."""
+    since: dt.datetime | None = None
+    """Updated at or after."""
+    until: dt.datetime | None = None
+    """Updated before."""
+    stuck_before: dt.datetime | None = None
+    """Only stuck sagas: unfinished with a deadline before this time, or flagged for an operator."""
+
+    def query(self) -> Document:
+        clauses: list[Document] = []
+        if self.machine is not None:
+            clauses.append({"machine": self.machine})
+        if self.statuses:
+            clauses.append({"status": {"$in": [status.value for status in self.statuses]}})
+        if self.state is not None:
+            clauses.append({"$or": [{"state": self.state}, {"pending.state": self.state}]})
+        if self.label is not None:
+            clauses.append({"label": self.label})
+        if self.since is not None:
+            clauses.append({"updated_at": {"$gte": self.since}})
+        if self.until is not None:
+            clauses.append({"updated_at": {"$lt": self.until}})
+        if self.stuck_before is not None:
+            clauses.append(
+                {
+                    "$or": [
+                        {"status": {"$in": UNFINISHED}, "deadline": {"$lt": self.stuck_before}},
+                        {"flagged": {"$type": "string"}},
+                    ]
+                }
+            )
+        if not clauses:
+            return {}
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+@dataclasses.dataclass(frozen=True)
+class SagaSummary:
+    saga_id: str
+    machine: str
+    machine_version: int
+    status: str
+    states: list[str]
+    """The saga's state, then the states of its pending steps (a parallel state has several)."""
+    label: str | None
+    deadline: dt.datetime | None
+    flagged: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def from_document(cls, document: Document) -> SagaSummary:
+        states = [str(document["state"])]
+        for pending in document.get("pending") or []:
+            if pending.get("state") not in states:
+                states.append(str(pending["state"]))
+        return cls(
+            saga_id=str(document["_id"]),
+            machine=str(document["machine"]),
+            machine_version=int(document["machine_version"]),
+            status=str(document["status"]),
+            states=states,
+            label=document.get("label"),
+            deadline=document.get("deadline"),
+            flagged=document.get("flagged"),
+            created_at=document["created_at"],
+            updated_at=document["updated_at"],
+            finished_at=document.get("finished_at"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        fields = dataclasses.asdict(self)
+        for name, value in fields.items():
+            if isinstance(value, dt.datetime):
+                fields[name] = value.isoformat()
+        return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class SagaPage:
+    total: int
+    """Sagas matching the filter, all pages together."""
+    sagas: list[SagaSummary]
+    """This page: most recently updated first."""
+
+
+async def find_sagas(
+    sagas: AsyncCollection[Document], where: SagaFilter, *, limit: int, skip: int = 0
+) -> SagaPage:
+    """One page of the sagas matching `where`, newest update first, and how many match."""
+    if limit < 1 or skip < 0:
+        raise ValueError(f"limit must be >= 1 and skip >= 0, got limit={limit} skip={skip}")
+    query = where.query()
+    with store_errors("list sagas"):
+        total = await sagas.count_documents(query)
+        cursor = sagas.find(query, _SUMMARY).sort([("updated_at", -1), ("_id", 1)])
+        documents = [document async for document in cursor.skip(skip).limit(limit)]
+    return SagaPage(total=total, sagas=[SagaSummary.from_document(d) for d in documents])

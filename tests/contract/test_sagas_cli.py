@@ -1,0 +1,178 @@
+"""`sagawire sagas list|show` against a real MongoDB-protocol server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from conftest import build_saga
+from typer.testing import CliRunner
+
+from orchestrator.adapters.mongo import MongoSagaStore
+from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
+from orchestrator.cli.app import app
+from orchestrator.core.saga import HistoryEntry, SagaStatus
+from orchestrator.testing_services import with_database
+
+pytestmark = pytest.mark.mongo
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def at(minutes: float) -> dt.datetime:
+    return NOW + dt.timedelta(minutes=minutes)
+
+
+def sagas():
+    """Seven sagas: which are stuck, finished, on which machine, with which label, is known."""
+    overdue = build_saga("overdue", deadline=at(-10), outbox=False)  # waiting past its deadline
+    waiting = build_saga("waiting", deadline=at(+10), outbox=False)
+    flagged = build_saga("flagged", status=SagaStatus.FAILED, deadline=None, outbox=False)
+    flagged.flagged = "compensation of execute_payment failed: card_gone"
+    flagged.pending = []
+    done = [
+        build_saga(f"done-{n}", status=SagaStatus.SUCCEEDED, deadline=None, outbox=False)
+        for n in range(3)
+    ]
+    other = build_saga("other", deadline=at(-30), outbox=False)
+    other.machine = "refund"
+    result = [overdue, waiting, flagged, *done, other]
+    for minutes, saga in enumerate(result):
+        saga.updated_at = at(-minutes)
+        if saga.status is SagaStatus.SUCCEEDED:
+            saga.pending, saga.label, saga.finished_at = [], "DELIVERED", saga.updated_at
+    return result
+
+
+@pytest.fixture(scope="module")
+def url(urls):
+    """A database holding `sagas()`, its URL; dropped after the module."""
+    name = f"sagawire_cli_{uuid.uuid4().hex[:8]}"
+    database_url = with_database(urls.mongodb, name)
+
+    async def fill() -> None:
+        store = await MongoSagaStore.connect(database_url)
+        try:
+            await store.ensure_indexes()
+            for saga in sagas():
+                await store.insert(saga)
+        finally:
+            await store.close()
+
+    async def drop() -> None:
+        store = await MongoSagaStore.connect(database_url)
+        try:
+            await store.client.drop_database(name)
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    yield database_url
+    asyncio.run(drop())
+
+
+def sagawire(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def listed(url: str, *args: str) -> dict:
+    result = sagawire("sagas", "list", "--mongodb-url", url, "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def ids(document: dict) -> list[str]:
+    return [row["saga_id"] for row in document["sagas"]]
+
+
+def test_list_pages_newest_first_with_the_total(url):
+    first = listed(url, "--limit", "3")
+    second = listed(url, "--limit", "3", "--page", "2")
+    third = listed(url, "--limit", "3", "--page", "3")
+    assert (first["total"], second["total"], third["total"]) == (7, 7, 7)
+    assert ids(first) + ids(second) + ids(third) == [
+        "overdue", "waiting", "flagged", "done-0", "done-1", "done-2", "other",
+    ]  # fmt: skip
+
+
+def test_stuck_finds_the_overdue_and_the_flagged_sagas(url):
+    assert sorted(ids(listed(url, "--stuck"))) == ["flagged", "other", "overdue"]
+    assert ids(listed(url, "--stuck", "--machine", "order")) == ["overdue", "flagged"]
+    # Ten minutes overdue is not stuck when the threshold is an hour; flagged still is.
+    assert ids(listed(url, "--stuck", "--stuck-after", "3600", "--machine", "order")) == ["flagged"]
+
+
+def test_filters_by_status_label_state_and_time(url):
+    assert ids(listed(url, "--status", "succeeded")) == ["done-0", "done-1", "done-2"]
+    assert ids(listed(url, "--status", "failed", "--status", "compensating"))[:3] == [
+        "overdue", "waiting", "flagged",
+    ]  # fmt: skip
+    assert ids(listed(url, "--label", "DELIVERED", "--limit", "1"))[0] == "done-0"
+    assert listed(url, "--label", "DELIVERED")["total"] == 3
+    # `state` matches the saga's state or a pending step's (the compensation runs there).
+    assert "waiting" in ids(listed(url, "--state", "execute_payment"))
+    assert ids(listed(url, "--since", (NOW - dt.timedelta(minutes=1, seconds=30)).isoformat())) == [
+        "overdue", "waiting",
+    ]  # fmt: skip
+    assert ids(listed(url, "--until", "5m", "--machine", "refund")) == ["other"]
+    assert listed(url, "--machine", "nothing-like-it") == {
+        "total": 0, "page": 1, "limit": 50, "sagas": [],
+    }  # fmt: skip
+
+
+def test_list_prints_a_table_for_people(url):
+    result = sagawire("sagas", "list", "--mongodb-url", url, "--stuck", "--machine", "order")
+    assert result.exit_code == 0, result.output
+    assert "overdue" in result.stdout
+    assert "overdue" in result.stdout.split("overdue", 1)[1]  # "10m overdue" in its deadline
+    assert "flagged: compensation of execute_payment failed" in result.stdout
+    assert "1-2 of 2" in result.stdout
+
+
+def test_show_gives_status_pending_timeline_and_outbox(url):
+    result = sagawire("sagas", "show", "overdue", "--mongodb-url", url)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "saga overdue (order v1)" in text
+    assert "status compensating; state prepare_order" in text
+    assert "compensate:execute_payment" in text
+    assert "payment.refund_payment" in text
+    assert "2/5" in text
+    assert "overdue)" in text
+    assert "out_of_stock" in text
+    assert "started" in text
+    assert "outbox: empty" in text
+
+
+def test_show_json_is_the_stored_saga(url):
+    result = sagawire("sagas", "show", "flagged", "--mongodb-url", url, "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["status"] == "failed"
+    assert shown["flagged"].startswith("compensation of execute_payment failed")
+    assert [entry["event"] for entry in shown["history"]] == ["started", "out_of_stock"]
+    assert isinstance(HistoryEntry.model_validate(shown["history"][0]), HistoryEntry)
+
+
+def test_show_an_unknown_saga_exits_1_and_says_so(url):
+    result = sagawire("sagas", "show", "no-such-saga", "--mongodb-url", url)
+    assert result.exit_code == 1
+    assert "no saga 'no-such-saga'" in result.stderr
+
+
+def test_a_bad_time_is_a_usage_error(url):
+    result = sagawire("sagas", "list", "--mongodb-url", url, "--since", "yesterday")
+    assert result.exit_code == 2
+    assert "--since 'yesterday'" in result.stderr
+
+
+def test_an_unreachable_database_is_one_line_without_the_password():
+    result = sagawire(
+        "sagas", "list", "--mongodb-url", "mongodb://ops:hunter2@127.0.0.1:1/sagawire"
+    )
+    assert result.exit_code == 1
+    assert "cannot reach MongoDB at mongodb://ops:***@127.0.0.1:1/sagawire" in result.stderr
+    assert "hunter2" not in result.output
