@@ -1,14 +1,21 @@
-"""`sagawire machines ...`: check machine definitions before the daemon loads them."""
+"""`sagawire machines ...`: list, show, draw and check the machine definitions."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
 
 from orchestrator.cli.app import app
-from orchestrator.cli.common import load_registry
+from orchestrator.cli.common import fail, load_registry
+from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.diagram import FORMATS, render
+from orchestrator.machines import MachineRegistry, UnknownMachine
 
 machines_app = typer.Typer(
     help="Saga machine definitions (the YAML files in machines/).",
@@ -42,6 +49,113 @@ def validate(
             f"{machine.machine} v{machine.version}: {len(machine.states)} states, "
             f"hash {machine.content_hash()[:12]}"
         )
+
+
+MachinesPath = Annotated[
+    Path,
+    typer.Option(
+        "--machines",
+        help="Machines folder or file (env SAGAWIRE_MACHINES).",
+        envvar="SAGAWIRE_MACHINES",
+    ),
+]
+Version = Annotated[int | None, typer.Option(help="A version (default: the newest).", min=1)]
+
+
+def _pick(registry: MachineRegistry, name: str, version: int | None) -> MachineDefinition:
+    try:
+        return registry.latest(name) if version is None else registry.get(name, version)
+    except UnknownMachine as exc:
+        raise fail(str(exc)) from None
+
+
+@machines_app.command(
+    "list",
+    epilog="Examples:\n\n  sagawire machines list\n\n  sagawire machines list --json",
+)
+def list_machines(
+    machines: MachinesPath = Path("machines"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List every machine version: states, services it commands, content hash, file."""
+    registry = load_registry(machines)
+    rows = [
+        {
+            "machine": machine.machine,
+            "version": machine.version,
+            "states": len(machine.states),
+            "services": sorted(machine.services()),
+            "hash": machine.content_hash(),
+            "file": registry.source(machine.machine, machine.version),
+        }
+        for machine in sorted(registry, key=lambda m: m.key)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("machine", "version", "states", "services", "hash", "file")
+    for row in rows:
+        table.add_row(
+            str(row["machine"]),
+            str(row["version"]),
+            str(row["states"]),
+            ", ".join(row["services"]),  # type: ignore[arg-type]
+            str(row["hash"])[:12],
+            str(row["file"]),
+        )
+    Console(width=160).print(table)
+
+
+@machines_app.command(
+    epilog=(
+        "Examples:\n\n  sagawire machines show order\n\n"
+        "  sagawire machines show order --version 1 --json"
+    ),
+)
+def show(
+    name: Annotated[str, typer.Argument(help="The machine's name, e.g. order.")],
+    version: Version = None,
+    machines: MachinesPath = Path("machines"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Show one machine version as written (YAML, or JSON with --json). Exits 1 if unknown."""
+    registry = load_registry(machines)
+    machine = _pick(registry, name, version)
+    if as_json:
+        document = {
+            "source": registry.source(machine.machine, machine.version),
+            "hash": machine.content_hash(),
+            "definition": machine.snapshot(),
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    typer.echo(f"# {registry.source(machine.machine, machine.version)}")
+    typer.echo(f"# hash {machine.content_hash()}")
+    typer.echo(yaml.safe_dump(machine.snapshot(), sort_keys=False), nl=False)
+
+
+@machines_app.command(
+    epilog=(
+        "Examples:\n\n  sagawire machines diagram order            (Mermaid, for markdown)\n\n"
+        "  sagawire machines diagram order --format dot | dot -Tpng -o order.png"
+    ),
+)
+def diagram(
+    name: Annotated[str, typer.Argument(help="The machine's name, e.g. order.")],
+    version: Version = None,
+    form: Annotated[
+        str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")
+    ] = "mermaid",
+    machines: MachinesPath = Path("machines"),
+) -> None:
+    """Draw a machine: states, transitions, compensations and timeouts.
+
+    Mermaid output renders in GitHub markdown inside a ```mermaid block; dot is for Graphviz.
+    """
+    if form not in FORMATS:
+        raise fail(f"--format {form!r}: use one of {', '.join(FORMATS)}", code=2)
+    registry = load_registry(machines)
+    typer.echo(render(_pick(registry, name, version), form), nl=False)
 
 
 app.add_typer(machines_app, name="machines")
