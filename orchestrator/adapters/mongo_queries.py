@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -140,3 +141,54 @@ async def find_sagas(
         cursor = sagas.find(query, _SUMMARY).sort([("updated_at", -1), ("_id", 1)])
         documents = [document async for document in cursor.skip(skip).limit(limit)]
     return SagaPage(total=total, sagas=[SagaSummary.from_document(d) for d in documents])
+
+
+async def counts_by_machine(sagas: AsyncCollection[Document]) -> dict[str, dict[str, int]]:
+    """Machine -> status -> sagas, with every status present (0 when none)."""
+    pipeline: list[Document] = [
+        {"$group": {"_id": {"machine": "$machine", "status": "$status"}, "count": {"$sum": 1}}}
+    ]
+    counts: dict[str, dict[str, int]] = {}
+    with store_errors("count sagas"):
+        async for row in await sagas.aggregate(pipeline):
+            machine, status = str(row["_id"]["machine"]), str(row["_id"]["status"])
+            per = counts.setdefault(machine, {s.value: 0 for s in SagaStatus})
+            per[status] = int(row["count"])
+    return counts
+
+
+async def step_latencies(
+    sagas: AsyncCollection[Document], *, sample: int, machine: str | None = None
+) -> dict[str, list[float]]:
+    """Machine -> seconds from each command sent to its reply, over the `sample` sagas updated
+    last (their whole histories: the newest steps of busy machines)."""
+    query: Document = {} if machine is None else {"machine": machine}
+    latencies: dict[str, list[float]] = {}
+    with store_errors("read saga histories"):
+        cursor = sagas.find(query, {"machine": 1, "history": 1}).sort("updated_at", -1)
+        async for document in cursor.limit(sample):
+            found = latencies.setdefault(str(document["machine"]), [])
+            found.extend(history_latencies(document.get("history") or []))
+    return latencies
+
+
+def history_latencies(history: list[Document]) -> list[float]:
+    """Seconds between each `command_sent` and the `replied` of the same step and attempt."""
+    sent: dict[tuple[object, object], dt.datetime] = {}
+    found = []
+    for entry in history:
+        key = (entry.get("step"), entry.get("attempt"))
+        if entry.get("event") == "command_sent":
+            sent[key] = entry["at"]
+        elif entry.get("event") == "replied" and key in sent:
+            found.append((entry["at"] - sent.pop(key)).total_seconds())
+    return found
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (`fraction` 0.5 for p50); None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]

@@ -7,4 +7,5 @@ from orchestrator.cli import (
     machines_cmd,  # noqa: F401
     run_cmd,  # noqa: F401
     sagas_cmd,  # noqa: F401
+    stats_cmd,  # noqa: F401
 )

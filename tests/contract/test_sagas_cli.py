@@ -44,7 +44,20 @@ def sagas():
         saga.updated_at = at(-minutes)
         if saga.status is SagaStatus.SUCCEEDED:
             saga.pending, saga.label, saga.finished_at = [], "DELIVERED", saga.updated_at
+    for n, saga in enumerate(done, start=1):  # steps that took n x 100 ms and n x 200 ms
+        saga.history = timeline(at(-60), [("execute_payment", 0.1 * n), ("prepare_order", 0.2 * n)])
     return result
+
+
+def timeline(start: dt.datetime, steps: list[tuple[str, float]]) -> list[HistoryEntry]:
+    """A history where each step's command got its reply after the given seconds."""
+    entries = [HistoryEntry(at=start, event="started")]
+    for index, (step, seconds) in enumerate(steps):
+        sent = start + dt.timedelta(seconds=index + 1)
+        entries.append(HistoryEntry(at=sent, event="command_sent", step=step, attempt=1))
+        replied = sent + dt.timedelta(seconds=seconds)
+        entries.append(HistoryEntry(at=replied, event="replied", step=step, attempt=1))
+    return entries
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +189,27 @@ def test_an_unreachable_database_is_one_line_without_the_password():
     assert result.exit_code == 1
     assert "cannot reach MongoDB at mongodb://ops:***@127.0.0.1:1/sagawire" in result.stderr
     assert "hunter2" not in result.output
+
+
+def test_stats_counts_by_machine_and_step_latency_percentiles(url):
+    result = sagawire("stats", "--mongodb-url", url, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["order"]["sagas"] == {
+        "running": 0, "compensating": 2, "succeeded": 3, "compensated": 0, "failed": 1,
+        "aborted": 0,
+    }  # fmt: skip
+    # Steps of 100, 200, 300 ms and 200, 400, 600 ms: nearest-rank percentiles.
+    assert report["order"]["step_latency_ms"] == {"p50": 200.0, "p95": 600.0, "p99": 600.0}
+    assert report["order"]["steps_sampled"] == 6
+    assert report["refund"]["sagas"]["compensating"] == 1
+    assert report["refund"]["step_latency_ms"] == {"p50": None, "p95": None, "p99": None}
+
+    only = json.loads(
+        sagawire("stats", "--mongodb-url", url, "--machine", "refund", "--json").stdout
+    )
+    assert list(only) == ["refund"]
+    table = sagawire("stats", "--mongodb-url", url)
+    assert table.exit_code == 0
+    assert "order" in table.stdout
+    assert "600" in table.stdout
