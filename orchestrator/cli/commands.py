@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from orchestrator.cli import (
     demo_cmd,  # noqa: F401
+    dlq_cmd,  # noqa: F401
     machines_cmd,  # noqa: F401
     run_cmd,  # noqa: F401
     sagas_cmd,  # noqa: F401
