@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -49,11 +49,26 @@ def _redact_rendered(_logger: object, _method: str, rendered: str) -> str:
     return redact(rendered) if "@" in rendered else rendered
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written. Loggers are cached on first use: one
+    bound to the stderr of that moment would go on writing there after it was replaced (a
+    command run in-process, as tests do, replaces it and closes the old one)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def setup_logging(
     level: str = "INFO", *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
     """Configure structlog once for a process. `json=None`: JSON unless stderr is a terminal."""
-    stream = stream or sys.stderr
+    stream = stream or cast("TextIO", _Stderr())
     if json is None:
         json = not stream.isatty()
     renderer: Any = (

@@ -90,6 +90,8 @@ class RabbitBroker:
         self._closed = False
         self.reconnects = 0
         """Connections opened again after one was lost."""
+        self.consumers_lost = 0
+        """Times a consumer's channel closed, or the broker cancelled it, while it consumed."""
         self._keeper = asyncio.get_running_loop().create_task(
             self._keep_connected(), name=f"{name}: keep connected"
         )
@@ -136,27 +138,35 @@ class RabbitBroker:
     # -- keeping connected ----------------------------------------------------------------
 
     async def _keep_connected(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._closing:
             await self._link.lost.wait()
             if self._closing:
                 return
-            self._up.clear()
-            lost_at = loop.time()
-            _log.warning("connection to RabbitMQ lost; reconnecting", url=self.url)
-            link = await self._reconnect()
-            if link is None:
-                return
-            old, self._link = self._link, link
-            self.reconnects += 1
-            self._up.set()
-            _log.info(
-                "reconnected to RabbitMQ",
-                url=self.url,
-                after_s=round(loop.time() - lost_at, 2),
-                consumers=len(self._subscriptions),
-            )
-            await old.close(self._close_timeout)
+            try:
+                await self._replace_link()
+            except Exception:  # noqa: BLE001 - this task must outlive a bug in one round
+                with contextlib.suppress(Exception):  # even a log line that cannot be written
+                    _log.exception("keeping the RabbitMQ connection failed; trying again")
+                await asyncio.sleep(self._reconnect_interval)
+
+    async def _replace_link(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._up.clear()
+        lost_at = loop.time()
+        _log.warning("connection to RabbitMQ lost; reconnecting", url=self.url)
+        link = await self._reconnect()
+        if link is None:
+            return
+        old, self._link = self._link, link
+        self.reconnects += 1
+        self._up.set()
+        _log.info(
+            "reconnected to RabbitMQ",
+            url=self.url,
+            after_s=round(loop.time() - lost_at, 2),
+            consumers=len(self._subscriptions),
+        )
+        await old.close(self._close_timeout)
 
     async def _reconnect(self) -> Link | None:
         """A new link with every consumer attached, or None once the broker is closing."""
@@ -190,13 +200,18 @@ class RabbitBroker:
         """A consumer's channel closed: attach it again, unless the connection went with it."""
         if self._closing:
             return
+        self.consumers_lost += 1
         task = asyncio.get_running_loop().create_task(self._reattach(subscription))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _reattach(self, subscription: RabbitSubscription) -> None:
         delay = min(1.0, self._reconnect_interval)
+        first = True
         while not self._closing and not subscription.cancelled:
+            if not first:
+                delay = min(delay * 2, max(self._reconnect_interval, 30.0))
+            first = False
             await asyncio.sleep(delay)  # the channel error may be a lost connection, told later
             link = self._link
             if not link.alive or subscription.attached_to(link.connection):

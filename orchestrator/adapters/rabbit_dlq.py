@@ -181,6 +181,16 @@ async def browse(
         return [letter for _, letter in await _take_all(held, queue, limit)]
 
 
+async def take(connection: AbstractConnection, queue: str, message_id: str) -> DeadLetter | None:
+    """Remove the message `message_id` from `queue` (the others stay); None if it is not there."""
+    async with _holding(connection) as held:
+        for incoming, letter in await _take_all(held, queue, None):
+            if letter.message_id == message_id:
+                await incoming.ack()
+                return letter
+    return None
+
+
 @dataclasses.dataclass
 class ReplayReport:
     replayed: list[DeadLetter] = dataclasses.field(default_factory=list)

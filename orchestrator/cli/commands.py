@@ -6,6 +6,7 @@ from orchestrator.cli import (
     demo_cmd,  # noqa: F401
     dlq_cmd,  # noqa: F401
     machines_cmd,  # noqa: F401
+    operate_cmd,  # noqa: F401
     run_cmd,  # noqa: F401
     sagas_cmd,  # noqa: F401
     stats_cmd,  # noqa: F401

@@ -360,6 +360,7 @@ class ActorSystem:
             if decision is not None and decision.disposition in (
                 Disposition.INVALID,
                 Disposition.UNEXPECTED,
+                Disposition.REFUSED,  # an operator request: the DLQ tells the operator why
             ):
                 await self._dead_letter(delivery, decision.disposition.value, decision.reason or "")
             else:

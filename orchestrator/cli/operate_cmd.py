@@ -1,0 +1,252 @@
+"""`sagawire sagas retry|abort|resume`: act on a saga through the running daemon.
+
+The request goes through the control queue, so the daemon applies it through the saga's actor
+and records it in the saga's history with the operator's name. The command then waits until the
+saga shows the request applied, or the daemon refused it (a refused request lands in the control
+DLQ with the reason: the command takes it out and prints it). With no daemon consuming the
+control queue it says so at once instead of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from orchestrator.cli.common import fail
+from orchestrator.cli.run_cmd import AmqpUrl, load_settings
+from orchestrator.cli.sagas_cmd import MongoUrl, sagas_app
+from orchestrator.errors import ConfigurationError, StoreError
+from orchestrator.logs import redact
+from participants_sdk import protocol as p
+from participants_sdk.errors import BrokerError
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractConnection
+
+    from orchestrator.adapters.mongo_store import MongoSagaStore
+    from orchestrator.core.saga import Saga
+    from orchestrator.settings import Settings
+
+Verb = Literal["abort", "retry", "resume"]
+CONTROL_DLQ = p.dead_letter_queue(p.CONTROL_QUEUE)
+
+Operator = Annotated[
+    str | None,
+    typer.Option(help="Your name, recorded in the saga's history (default: user@host)."),
+]
+Reason = Annotated[str | None, typer.Option(help="Why, recorded in the saga's history.")]
+Wait = Annotated[
+    float, typer.Option(help="Seconds to wait for the daemon to apply the request.", min=0.5)
+]
+
+
+class _Outcome(Exception):
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+async def control_consumers(connection: AbstractConnection) -> int:
+    """Consumers of the control queue: 0 when no daemon runs (or none ever declared it)."""
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(p.CONTROL_QUEUE, passive=True)
+    except Exception:  # noqa: BLE001 - NOT_FOUND: no daemon ever ran on this vhost
+        return 0
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return int(declared.declaration_result.consumer_count or 0)
+
+
+def _describe(saga: Saga) -> str:
+    pending = ", ".join(f"{s.step} attempt {s.attempt}" for s in saga.pending)
+    return f"saga {saga.saga_id} is {saga.status.value}, state {saga.state}" + (
+        f"; waiting on {pending}" if pending else ""
+    )
+
+
+async def _send(
+    settings: Settings,
+    verb: Verb,
+    saga_id: str,
+    *,
+    operator: str,
+    compensate: bool,
+    reason: str | None,
+) -> str:
+    from participants_sdk.control import SagaClient  # noqa: PLC0415
+    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
+
+    broker = await RabbitBroker.connect(
+        settings.amqp_url,
+        queue_type=settings.queue_type,
+        delivery_limit=settings.delivery_limit,
+        name="sagawire-cli",
+    )
+    try:
+        return await SagaClient(broker).request(
+            verb, saga_id, operator=operator, compensate=compensate, reason=reason
+        )
+    finally:
+        await broker.close()
+
+
+async def _await_outcome(
+    store: MongoSagaStore,
+    connection: AbstractConnection,
+    saga_id: str,
+    request_id: str,
+    wait: float,
+) -> str:
+    from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while loop.time() < deadline:
+        saga = await store.load(saga_id)
+        if saga is not None and request_id in saga.recent_requests:
+            return _describe(saga)
+        refused = await rabbit_dlq.take(connection, CONTROL_DLQ, request_id)
+        if refused is not None:
+            raise _Outcome(1, f"refused: {refused.reason.removeprefix('refused: ')}")
+        await asyncio.sleep(0.3)
+    raise _Outcome(
+        1,
+        f"sent (request {request_id}) but not applied within {wait:g}s: is the daemon busy or "
+        "stopping? `sagawire sagas show` tells when it is",
+    )
+
+
+def _request(
+    verb: Verb,
+    saga_id: str,
+    *,
+    operator: str | None,
+    reason: str | None,
+    wait: float,
+    amqp_url: str | None,
+    mongodb_url: str | None,
+    compensate: bool = False,
+) -> None:
+    from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
+    from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415
+
+    settings = load_settings(amqp_url=amqp_url, mongodb_url=mongodb_url)
+    who = operator or f"{getpass.getuser()}@{socket.gethostname()}"
+
+    async def run() -> str:
+        store = await MongoSagaStore.connect(settings.mongodb_url)
+        try:
+            if await store.load(saga_id) is None:
+                raise _Outcome(1, f"no saga {saga_id!r} in the database")
+            connection = await rabbit_dlq.connect(settings.amqp_url)
+            try:
+                if await control_consumers(connection) == 0:
+                    raise _Outcome(
+                        1,
+                        f"no daemon is running: nothing consumes {p.CONTROL_QUEUE} at "
+                        f"{redact(settings.amqp_url)}; start one with `sagawire run`",
+                    )
+                request_id = await _send(
+                    settings, verb, saga_id, operator=who, compensate=compensate, reason=reason
+                )
+                return await _await_outcome(store, connection, saga_id, request_id, wait)
+            finally:
+                await connection.close()
+        finally:
+            await store.close()
+
+    try:
+        described = asyncio.run(run())
+    except _Outcome as outcome:
+        raise fail(f"{verb}: {outcome}", code=outcome.code) from None
+    except (ConfigurationError, StoreError, BrokerError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"{verb} applied by {who}: {described}")
+
+
+@sagas_app.command(
+    epilog="Examples:\n\n  sagawire sagas retry o-123 --reason 'stock service fixed'",
+)
+def retry(
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
+    operator: Operator = None,
+    reason: Reason = None,
+    wait: Wait = 15.0,
+    amqp_url: AmqpUrl = None,
+    mongodb_url: MongoUrl = None,
+) -> None:
+    """Send the pending step's command again, as a new attempt of the same visit.
+
+    Exits 0 once applied; 1 if refused (e.g. the saga finished), unknown, or no daemon runs.
+    """
+    _request(
+        "retry",
+        saga_id,
+        operator=operator,
+        reason=reason,
+        wait=wait,
+        amqp_url=amqp_url,
+        mongodb_url=mongodb_url,
+    )
+
+
+@sagas_app.command(
+    epilog="Examples:\n\n  sagawire sagas abort o-123 --compensate --reason 'customer cancelled'",
+)
+def abort(
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
+    compensate: Annotated[
+        bool, typer.Option("--compensate", help="Undo the steps done (else stop where it is).")
+    ] = False,
+    operator: Operator = None,
+    reason: Reason = None,
+    wait: Wait = 15.0,
+    amqp_url: AmqpUrl = None,
+    mongodb_url: MongoUrl = None,
+) -> None:
+    """Abort a running saga: at once, or after running its compensations (--compensate).
+
+    Exits 0 once applied; 1 if refused (e.g. the saga finished), unknown, or no daemon runs.
+    """
+    _request(
+        "abort",
+        saga_id,
+        operator=operator,
+        reason=reason,
+        wait=wait,
+        amqp_url=amqp_url,
+        mongodb_url=mongodb_url,
+        compensate=compensate,
+    )
+
+
+@sagas_app.command(
+    epilog="Examples:\n\n  sagawire sagas resume o-123 --reason 'refund service back'",
+)
+def resume(
+    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
+    operator: Operator = None,
+    reason: Reason = None,
+    wait: Wait = 15.0,
+    amqp_url: AmqpUrl = None,
+    mongodb_url: MongoUrl = None,
+) -> None:
+    """Continue a compensation that gave up (status failed), after fixing what made it fail.
+
+    Exits 0 once applied; 1 if refused (nothing to resume), unknown, or no daemon runs.
+    """
+    _request(
+        "resume",
+        saga_id,
+        operator=operator,
+        reason=reason,
+        wait=wait,
+        amqp_url=amqp_url,
+        mongodb_url=mongodb_url,
+    )

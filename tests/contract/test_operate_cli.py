@@ -1,0 +1,149 @@
+"""`sagawire sagas retry|abort|resume` against a daemon (the harness's runtime) on real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from typer.testing import CliRunner
+
+from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
+from orchestrator.cli.app import app
+from orchestrator.core.saga import SagaStatus
+from orchestrator.machines import load_machines
+from orchestrator.runtime.clock import ManualClock
+from orchestrator.testing import SagaHarness, ScriptedService
+from orchestrator.testing_backends import RabbitMongoBackend
+from orchestrator.testing_services import own_vhost, with_database
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo, pytest.mark.asyncio]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def order(order_id: str) -> dict[str, object]:
+    return {
+        "order_id": order_id,
+        "customer_id": "c-1",
+        "total": 10,
+        "items": [{"sku": "s-1", "quantity": 1}],
+        "address": "1 Main St",
+    }
+
+
+@pytest_asyncio.fixture
+async def shop(urls):
+    """A daemon whose clock stands an hour behind the wall clock (so a waiting saga's deadline
+    has passed for `--stuck`, while its timers never fire), and the services played by hand."""
+    with own_vhost(urls, f"sagawire_ops_{uuid.uuid4().hex[:8]}", REPO) as amqp_url:
+        backend = RabbitMongoBackend(amqp_url, urls.mongodb)
+        clock = ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1))
+        registry = load_machines(REPO / "machines")
+        async with SagaHarness(registry, backend=backend, clock=clock) as h:
+            services = {}
+            for name in ("payment", "stock", "delivery"):
+                services[name] = ScriptedService(h.connect, name)
+                await services[name].start()
+            urls_for_cli = (
+                "--amqp-url",
+                amqp_url,
+                "--mongodb-url",
+                with_database(urls.mongodb, backend.database),
+            )
+            yield h, services, urls_for_cli
+
+
+async def sagawire(*args: str):
+    """The CLI in a thread of its own (it runs its own event loop) while the daemon runs here."""
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), catch_exceptions=False)
+
+
+async def paid_and_waiting_on_stock(h, services, saga_id: str):
+    await h.start("order", order(saga_id), saga_id)
+    payment = await services["payment"].next_command()
+    await services["payment"].reply(payment, "payment_executed", {"payment_id": "p-1"})
+    first = await services["stock"].next_command()  # and never answered: the saga is stuck
+    await h.drain()
+    return first
+
+
+async def test_a_stuck_saga_is_found_retried_and_completes(shop):
+    h, services, cli = shop
+    first = await paid_and_waiting_on_stock(h, services, "s-1")
+
+    listed = await sagawire("sagas", "list", "--stuck", "--json", *cli[2:])
+    assert listed.exit_code == 0, listed.output
+    assert [row["saga_id"] for row in json.loads(listed.stdout)["sagas"]] == ["s-1"]
+
+    retried = await sagawire(
+        "sagas", "retry", "s-1", "--operator", "alice", "--reason", "stock back", *cli
+    )
+    assert retried.exit_code == 0, retried.output
+    assert retried.stdout.strip() == (
+        "retry applied by alice: saga s-1 is running, state prepare_order; "
+        "waiting on prepare_order attempt 2"
+    )
+    second = await services["stock"].next_command()
+    assert (second.headers["x-sagawire-attempt"], second.headers["x-sagawire-idempotency-key"]) == (
+        2,
+        first.headers["x-sagawire-idempotency-key"],
+    )
+    await services["stock"].reply(second, "order_prepared", {"reservation_id": "r-1"})
+    delivery = await services["delivery"].next_command()
+    await services["delivery"].reply(delivery, "order_delivered", {"tracking_id": "t-1"})
+    await h.drain()
+
+    saga = await h.saga("s-1")
+    assert saga.status is SagaStatus.SUCCEEDED
+    [entry] = [e for e in saga.history if e.event == "retry_requested"]
+    assert (entry.by, entry.detail, entry.attempt) == ("alice", "stock back", 2)
+    listed = await sagawire("sagas", "list", "--stuck", "--json", *cli[2:])
+    assert json.loads(listed.stdout)["total"] == 0
+
+    refused = await sagawire("sagas", "retry", "s-1", "--operator", "alice", *cli)
+    assert refused.exit_code == 1
+    assert "retry: refused: saga is succeeded" in refused.stderr
+
+
+async def test_abort_with_compensate_runs_the_compensations(shop):
+    h, services, cli = shop
+    await paid_and_waiting_on_stock(h, services, "s-2")
+
+    aborted = await sagawire("sagas", "abort", "s-2", "--compensate", "--operator", "bob", *cli)
+    assert aborted.exit_code == 0, aborted.output
+    assert "abort applied by bob: saga s-2 is compensating" in aborted.stdout
+    # The stock command in flight may have taken effect: it is undone first, then the payment.
+    release = await services["stock"].next_command()
+    assert release.type == "release_stock"
+    await services["stock"].reply(release, "stock_released", {"order_id": "s-2"})
+    refund = await services["payment"].next_command()
+    assert refund.type == "refund_payment"
+    await services["payment"].reply(refund, "payment_refunded", {"order_id": "s-2"})
+    await h.drain()
+
+    saga = await h.saga("s-2")
+    assert saga.status is SagaStatus.ABORTED
+    assert saga.compensation is not None
+    assert saga.compensation.done == ["prepare_order", "execute_payment"]
+    assert [e.by for e in saga.history if e.event == "abort_requested"] == ["bob"]
+
+
+async def test_unknown_sagas_and_a_missing_daemon_are_said_at_once(shop):
+    h, services, cli = shop
+    await paid_and_waiting_on_stock(h, services, "s-3")
+    unknown = await sagawire("sagas", "resume", "nope", *cli)
+    assert unknown.exit_code == 1
+    assert "no saga 'nope'" in unknown.stderr
+    nothing = await sagawire("sagas", "resume", "s-3", *cli)
+    assert nothing.exit_code == 1
+    assert "resume: refused: nothing to resume" in nothing.stderr
+
+    await h.system.stop()  # the daemon stops consuming
+    stopped = await sagawire("sagas", "retry", "s-3", "--wait", "60", *cli)
+    assert stopped.exit_code == 1
+    assert "no daemon is running: nothing consumes sagawire.control" in stopped.stderr
