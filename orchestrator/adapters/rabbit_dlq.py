@@ -5,7 +5,8 @@
   it often loses nothing; RabbitMQ counts each read in `x-delivery-count`.)
 - Replaying publishes a copy to the exchange and routing key the message was first sent to (from
   Sagawire's dead-letter headers, or the broker's `x-death`), with `x-sagawire-replay-count`
-  one higher, and acks the dead letter only once the broker confirmed the copy. A message
+  one higher and the participant's retry count dropped (a replayed command is retried afresh),
+  and acks the dead letter only once the broker confirmed the copy. A message
   already replayed `max_replays` times is held: left where it is, reported as such.
 - Purging empties a queue and says how many messages went.
 """
@@ -25,11 +26,12 @@ from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
 
 DEFAULT_MAX_REPLAYS = 3
-_DEAD_LETTER_HEADERS = (
+_DROPPED_ON_REPLAY = (
     p.H_DEAD_LETTER_REASON,
     p.H_DEAD_LETTER_QUEUE,
     p.H_ORIGINAL_EXCHANGE,
     p.H_ORIGINAL_ROUTING_KEY,
+    p.H_RETRIES,  # a replayed command gets its participant's retries afresh
 )
 
 
@@ -242,7 +244,7 @@ async def replay(
 
 async def _republish(publisher: AbstractChannel, letter: DeadLetter) -> str | None:
     """Publish the copy and wait for the broker's confirm; what went wrong, or None."""
-    headers = {k: v for k, v in letter.message.headers.items() if k not in _DEAD_LETTER_HEADERS}
+    headers = {k: v for k, v in letter.message.headers.items() if k not in _DROPPED_ON_REPLAY}
     headers[p.H_REPLAY_COUNT] = letter.replays + 1
     copy = dataclasses.replace(letter.message, headers=headers)
     try:

@@ -178,3 +178,53 @@ async def test_the_dlq_commands(stuck_shop, amqp_url):
         f"purged 10 message(s) from {STOCK_DLQ}",
     )
     assert await d.depth(connection, STOCK_DLQ) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_replayed_copy_goes_where_the_message_was_first_sent_with_fresh_retries(urls):
+    from participants_sdk import protocol as p  # noqa: PLC0415
+    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
+
+    service = f"svc{uuid.uuid4().hex[:10]}"
+    queue = p.command_queue(service)
+    broker = await RabbitBroker.connect(urls.amqp, name="sagawire-test-dlq")
+    connection = await aio_pika.connect(urls.amqp)
+    try:
+        await broker.declare_topology([service])
+        letter = p.WireMessage.json(
+            type="do",
+            payload={"n": 1},
+            message_id="m-1",
+            headers={
+                p.H_RETRIES: 5,
+                p.H_IDEMPOTENCY_KEY: "s-1:do:1",
+                p.H_DEAD_LETTER_REASON: "handler failed 6 times",
+                p.H_DEAD_LETTER_QUEUE: queue,
+                p.H_ORIGINAL_EXCHANGE: p.COMMANDS_EXCHANGE,
+                p.H_ORIGINAL_ROUTING_KEY: f"{service}.do",
+            },
+        )
+        await broker.publish(p.DEAD_LETTER_EXCHANGE, queue, letter)  # as a participant would
+
+        report = await d.replay(connection, p.dead_letter_queue(queue), lambda _: True)
+        assert [x.message_id for x in report.replayed] == ["m-1"]
+        channel = await connection.channel()
+        copy = await (await channel.get_queue(queue)).get(no_ack=True)
+        assert copy.message_id == "m-1"
+        assert copy.routing_key == f"{service}.do"
+        headers = dict(copy.headers)
+        assert headers[p.H_REPLAY_COUNT] == 1
+        assert headers[p.H_IDEMPOTENCY_KEY] == "s-1:do:1"
+        assert not {p.H_RETRIES, p.H_DEAD_LETTER_REASON, p.H_ORIGINAL_EXCHANGE} & set(headers)
+        assert await d.depth(connection, p.dead_letter_queue(queue)) == 0
+    finally:
+        for name in (
+            queue,
+            p.dead_letter_queue(queue),
+            p.reply_queue(service),
+            p.dead_letter_queue(p.reply_queue(service)),
+        ):
+            channel = await connection.channel()
+            await channel.queue_delete(name)
+        await connection.close()
+        await broker.close()
