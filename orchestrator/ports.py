@@ -1,7 +1,7 @@
 """The ports the runtime depends on. Adapters implement them; the runtime knows nothing else.
 
 - `Broker` (from `participants_sdk.transport`): publish with confirms, consume with settling.
-- `SagaStore`: versioned saga documents with their outbox and deadline.
+- `SagaStore`: versioned saga documents with their outbox and deadline; paused machines.
 - `Clock`: wall time and sleeping, so that tests can move time by hand.
 """
 
@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Protocol
 
 from orchestrator.core.saga import Saga
+from orchestrator.pauses import MachinePause
 from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
 
 __all__ = ["Broker", "Clock", "Delivery", "DeliveryHandler", "SagaStore", "Subscription"]
@@ -44,3 +45,6 @@ class SagaStore(Protocol):
 
     async def with_outbox(self, limit: int) -> list[str]:
         """Ids of sagas whose outbox holds commands not known to be published."""
+
+    async def paused_machines(self) -> dict[str, MachinePause]:
+        """The machines an operator paused, by name."""

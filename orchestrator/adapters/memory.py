@@ -11,6 +11,7 @@ import datetime as dt
 
 from orchestrator.core.saga import Saga
 from orchestrator.errors import SagaExists, StoreError, VersionConflict
+from orchestrator.pauses import MachinePause
 from participants_sdk.memory import MemoryBroker
 
 __all__ = ["MemoryBroker", "MemorySagaStore"]
@@ -19,6 +20,7 @@ __all__ = ["MemoryBroker", "MemorySagaStore"]
 class MemorySagaStore:
     def __init__(self) -> None:
         self._sagas: dict[str, Saga] = {}
+        self._pauses: dict[str, MachinePause] = {}
         self.writes = 0
         self.available = True
         """Set to False to make every call fail, as an unreachable database would."""
@@ -75,6 +77,18 @@ class MemorySagaStore:
     async def with_outbox(self, limit: int) -> list[str]:
         self._check()
         return [s.saga_id for s in self._sagas.values() if s.outbox][:limit]
+
+    async def pause_machine(self, machine: str, *, by: str, reason: str | None = None) -> None:
+        self._check()
+        self._pauses[machine] = MachinePause(machine, by, dt.datetime.now(dt.UTC), reason)
+
+    async def resume_machine(self, machine: str) -> bool:
+        self._check()
+        return self._pauses.pop(machine, None) is not None
+
+    async def paused_machines(self) -> dict[str, MachinePause]:
+        self._check()
+        return dict(self._pauses)
 
     async def flush(self) -> None:
         """Nothing is queued here; for parity with the MongoDB store's batched marks."""

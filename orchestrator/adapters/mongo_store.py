@@ -43,7 +43,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
-from orchestrator.adapters import mongo_definitions
+from orchestrator.adapters import mongo_definitions, mongo_pauses
 from orchestrator.adapters.keyed_locks import KeyedLocks
 from orchestrator.adapters.mongo_documents import (
     Document,
@@ -60,6 +60,7 @@ from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.errors import ConfigurationError, SagaExists, StoreError, VersionConflict
 from orchestrator.logs import redact
 from orchestrator.machines import MachineRegistry
+from orchestrator.pauses import MachinePause
 
 log = structlog.get_logger("sagawire.store")
 
@@ -116,6 +117,7 @@ class MongoSagaStore:
         self._sagas: AsyncCollection[Document] = self.database["sagas"]
         self._claims: AsyncCollection[Document] = self.database["saga_versions"]
         self._machines: AsyncCollection[Document] = self.database["machines"]
+        self._pauses: AsyncCollection[Document] = self.database["machine_pauses"]
         self.writes = 0
         """Saga documents written: inserted, replaced, outbox cleared, version claimed."""
         self.round_trips = 0
@@ -473,16 +475,16 @@ class MongoSagaStore:
         with store_errors("read machine snapshots"):
             return await mongo_definitions.stored_definitions(self._machines)
 
-    async def count_by_status(self, machine: str | None = None) -> dict[str, int]:
-        """Sagas per status (every status present, zero when none), of one machine or all."""
-        pipeline: list[Document] = [{"$group": {"_id": "$status", "count": {"$sum": 1}}}]
-        if machine is not None:
-            pipeline.insert(0, {"$match": {"machine": machine}})
-        counts = {status.value: 0 for status in SagaStatus}
-        with store_errors("count sagas"):
-            async for row in await self._sagas.aggregate(pipeline):
-                counts[str(row["_id"])] = int(row["count"])
-        return counts
+    async def pause_machine(self, machine: str, *, by: str, reason: str | None = None) -> None:
+        """Refuse new sagas of `machine` until `resume_machine` (running ones go on)."""
+        await mongo_pauses.pause(self._pauses, machine, by=by, reason=reason)
+
+    async def resume_machine(self, machine: str) -> bool:
+        """Let new sagas of `machine` start again; False when it was not paused."""
+        return await mongo_pauses.resume(self._pauses, machine)
+
+    async def paused_machines(self) -> dict[str, MachinePause]:
+        return await mongo_pauses.paused(self._pauses)
 
 
 async def _close_failed(client: AsyncMongoClient[Document]) -> None:

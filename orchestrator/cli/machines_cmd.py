@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 import yaml
@@ -16,6 +19,11 @@ from orchestrator.cli.common import fail, load_registry
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.diagram import FORMATS, render
 from orchestrator.machines import MachineRegistry, UnknownMachine
+
+if TYPE_CHECKING:
+    from orchestrator.adapters.mongo_store import MongoSagaStore
+
+T = TypeVar("T")
 
 machines_app = typer.Typer(
     help="Saga machine definitions (the YAML files in machines/).",
@@ -156,6 +164,57 @@ def diagram(
         raise fail(f"--format {form!r}: use one of {', '.join(FORMATS)}", code=2)
     registry = load_registry(machines)
     typer.echo(render(_pick(registry, name, version), form), nl=False)
+
+
+def _set_pause(
+    name: str,
+    machines: Path,
+    mongodb_url: str | None,
+    pause: Callable[[MongoSagaStore], Awaitable[T]],
+) -> T:
+    from orchestrator.cli.sagas_cmd import with_store  # noqa: PLC0415 - sagas_cmd imports much
+
+    registry = load_registry(machines)
+    if not any(machine.machine == name for machine in registry):
+        _pick(registry, name, None)  # exits 1 naming the known machines
+    return with_store(mongodb_url, pause)
+
+
+@machines_app.command(
+    epilog="Examples:\n\n  sagawire machines pause order --reason 'payment provider outage'",
+)
+def pause(
+    name: Annotated[str, typer.Argument(help="The machine's name, e.g. order.")],
+    reason: Annotated[
+        str | None, typer.Option(help="Why; start requests are refused with it.")
+    ] = None,
+    operator: Annotated[str | None, typer.Option(help="Your name (default: user@host).")] = None,
+    machines: MachinesPath = Path("machines"),
+    mongodb_url: Annotated[
+        str | None, typer.Option(help="MongoDB URL (env SAGAWIRE_MONGODB_URL)")
+    ] = None,
+) -> None:
+    """Refuse new sagas of a machine (the daemon dead-letters their start requests with the
+    reason, within a second); sagas already running go on. Undo with `machines resume`."""
+    who = operator or f"{getpass.getuser()}@{socket.gethostname()}"
+    _set_pause(
+        name, machines, mongodb_url, lambda store: store.pause_machine(name, by=who, reason=reason)
+    )
+    typer.echo(f"machine {name!r} paused by {who}: new sagas are refused, running ones go on")
+
+
+@machines_app.command(epilog="Examples:\n\n  sagawire machines resume order")
+def resume(
+    name: Annotated[str, typer.Argument(help="The machine's name, e.g. order.")],
+    machines: MachinesPath = Path("machines"),
+    mongodb_url: Annotated[
+        str | None, typer.Option(help="MongoDB URL (env SAGAWIRE_MONGODB_URL)")
+    ] = None,
+) -> None:
+    """Let new sagas of a paused machine start again. Exits 1 if it was not paused."""
+    if not _set_pause(name, machines, mongodb_url, lambda store: store.resume_machine(name)):
+        raise fail(f"machine {name!r} is not paused")
+    typer.echo(f"machine {name!r} resumed: new sagas start again")
 
 
 app.add_typer(machines_app, name="machines")

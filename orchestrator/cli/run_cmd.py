@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from orchestrator.cli.app import app
 from orchestrator.cli.common import fail, print_problems
-from orchestrator.errors import ConfigurationError, DefinitionError
+from orchestrator.errors import ConfigurationError, DefinitionError, StoreError
 from orchestrator.logs import redact
 from orchestrator.settings import Settings
 from participants_sdk.errors import BrokerError
@@ -120,13 +120,24 @@ def start(
         str | None, typer.Option(help="Saga id (default: a new one); starting twice is a no-op.")
     ] = None,
     amqp_url: AmqpUrl = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to wait for the daemon to create the saga (reads MongoDB); a refusal "
+            "(e.g. a paused machine) then exits 1 with the reason. 0: only send.",
+            min=0,
+        ),
+    ] = 0.0,
+    mongodb_url: Annotated[
+        str | None, typer.Option(help="MongoDB URL, for --wait (env SAGAWIRE_MONGODB_URL)")
+    ] = None,
 ) -> None:
     """Start a saga by sending a start request to the running daemon; prints the saga id."""
     from participants_sdk.control import SagaClient  # noqa: PLC0415
     from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
 
     payload = _parse_data(data)
-    settings = load_settings(amqp_url=amqp_url)
+    settings = load_settings(amqp_url=amqp_url, mongodb_url=mongodb_url)
 
     async def send() -> str:
         broker = await RabbitBroker.connect(
@@ -142,6 +153,34 @@ def start(
             await broker.close()
 
     try:
-        typer.echo(asyncio.run(send()))
-    except (BrokerError, OSError) as exc:
+        started = asyncio.run(send())
+        if wait > 0:
+            asyncio.run(_await_start(settings, started, wait))
+    except (BrokerError, OSError, ConfigurationError, StoreError) as exc:
         raise fail(str(exc)) from None
+    typer.echo(started)
+
+
+async def _await_start(settings: Settings, saga_id: str, wait: float) -> None:
+    """Return once the saga exists; exit 1 with the daemon's reason if it refused the start."""
+    from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
+    from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415
+    from participants_sdk import protocol  # noqa: PLC0415
+
+    store = await MongoSagaStore.connect(settings.mongodb_url)
+    connection = await rabbit_dlq.connect(settings.amqp_url)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            if await store.load(saga_id) is not None:
+                return
+            control_dlq = protocol.dead_letter_queue(protocol.CONTROL_QUEUE)
+            refused = await rabbit_dlq.take(connection, control_dlq, f"start:{saga_id}")
+            if refused is not None:
+                raise fail(f"start of {saga_id!r} refused: {refused.reason}")
+            await asyncio.sleep(0.3)
+        raise fail(f"start of {saga_id!r} sent, but no saga within {wait:g}s: is a daemon running?")
+    finally:
+        await connection.close()
+        await store.close()

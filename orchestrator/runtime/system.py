@@ -23,6 +23,7 @@ from orchestrator.core.messages import Decision, Disposition, Message, StartSaga
 from orchestrator.core.saga import Saga
 from orchestrator.errors import SagawireError
 from orchestrator.machines import MachineRegistry, UnknownMachine
+from orchestrator.pauses import MachinePause, MachinePaused
 from orchestrator.ports import Broker, Clock, Delivery, SagaStore, Subscription
 from orchestrator.runtime.actor import SagaActor, UnknownSaga
 from orchestrator.runtime.clock import SystemClock
@@ -56,6 +57,8 @@ class RuntimeSettings:
     """Longest pause between tries when the store or broker fails while processing."""
     transient_give_up: float = 60.0
     """Seconds of failing tries after which a delivery is requeued."""
+    pauses_read_every: float = 1.0
+    """Seconds a start request may go by an old list of paused machines."""
 
 
 class ActorSystem:
@@ -83,6 +86,8 @@ class ActorSystem:
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
         self._ready = False
+        self._pauses: dict[str, MachinePause] = {}
+        self._pauses_read_at: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -172,11 +177,27 @@ class ActorSystem:
         return self.registry.latest(name) if version is None else self.registry.get(name, version)
 
     async def tell(self, saga_id: str, message: Message | None) -> Decision | None:
-        """Run one message through the saga's actor; returns once stored and published."""
+        """Run one message through the saga's actor; returns once stored and published.
+
+        `MachinePaused` for a start of a machine an operator paused.
+        """
         if self._closed:
             raise RuntimeStopped("the runtime is stopped")
+        if isinstance(message, StartSaga):
+            pause = (await self._paused_machines()).get(message.machine)
+            if pause is not None:
+                raise MachinePaused(pause)
         actor = await self._actor(saga_id)
         return await actor.tell(message)
+
+    async def _paused_machines(self) -> dict[str, MachinePause]:
+        """The paused machines, read from the store at most once per `pauses_read_every`."""
+        now = asyncio.get_running_loop().time()
+        every = self.settings.pauses_read_every
+        if self._pauses_read_at is None or now - self._pauses_read_at >= every:
+            self._pauses = await self.store.paused_machines()
+            self._pauses_read_at = now
+        return self._pauses
 
     async def start_saga(
         self, machine: str, data: dict[str, Any], *, saga_id: str | None = None
@@ -320,7 +341,7 @@ class ActorSystem:
         while True:
             try:
                 return await self.tell(saga_id, message)
-            except (UnknownSaga, UnknownMachine, RuntimeStopped):
+            except (UnknownSaga, UnknownMachine, MachinePaused, RuntimeStopped):
                 raise
             except Exception as exc:
                 if waited >= self.settings.transient_give_up or self._closed:
@@ -350,6 +371,8 @@ class ActorSystem:
             await self._dead_letter(delivery, "unknown_saga", str(exc))
         except UnknownMachine as exc:
             await self._dead_letter(delivery, "unknown_machine", str(exc))
+        except MachinePaused as exc:
+            await self._dead_letter(delivery, "refused", str(exc))
         except RuntimeStopped:
             await delivery.requeue()
         except Exception:

@@ -278,7 +278,8 @@ async def test_ensure_indexes_creates_the_claims_collection_before_any_save(clai
     await claims_mongo_store.ensure_indexes()  # again: it exists, no error
 
 
-async def test_count_by_status(mongo_store, make_saga):
+async def test_counts_by_machine_and_status(mongo_store, make_saga):
+    from orchestrator.adapters.mongo_queries import counts_by_machine  # noqa: PLC0415
     from orchestrator.core.saga import SagaStatus  # noqa: PLC0415
 
     await mongo_store.insert(make_saga("a", status=SagaStatus.RUNNING))
@@ -287,11 +288,24 @@ async def test_count_by_status(mongo_store, make_saga):
     other.machine = "other"
     await mongo_store.insert(other)
 
-    counts = await mongo_store.count_by_status()
-    assert counts["running"] == 2
-    assert counts["failed"] == 1
-    assert counts["succeeded"] == 0
-    assert (await mongo_store.count_by_status("other"))["running"] == 0
+    counts = await counts_by_machine(mongo_store.database["sagas"])
+    assert counts["order"]["running"] == 2
+    assert counts["order"]["succeeded"] == 0
+    assert counts["other"] == {
+        status.value: int(status is SagaStatus.FAILED) for status in SagaStatus
+    }
+
+
+async def test_paused_machines_round_trip(mongo_store):
+    assert await mongo_store.paused_machines() == {}
+    await mongo_store.pause_machine("order", by="alice", reason="stock outage")
+    await mongo_store.pause_machine("order", by="bob")  # pausing again replaces the record
+    [pause] = (await mongo_store.paused_machines()).values()
+    assert (pause.machine, pause.by, pause.reason) == ("order", "bob", None)
+    assert "machine 'order' is paused (by bob at" in pause.describe()
+    assert await mongo_store.resume_machine("order") is True
+    assert await mongo_store.resume_machine("order") is False
+    assert await mongo_store.paused_machines() == {}
 
 
 async def test_a_value_bson_cannot_hold_is_a_store_error(mongo_store, make_saga):

@@ -17,6 +17,7 @@ from orchestrator.cli.app import app
 from orchestrator.core.saga import SagaStatus
 from orchestrator.machines import load_machines
 from orchestrator.runtime.clock import ManualClock
+from orchestrator.runtime.system import RuntimeSettings
 from orchestrator.testing import SagaHarness, ScriptedService
 from orchestrator.testing_backends import RabbitMongoBackend
 from orchestrator.testing_services import own_vhost, with_database
@@ -44,7 +45,8 @@ async def shop(urls):
         backend = RabbitMongoBackend(amqp_url, urls.mongodb)
         clock = ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1))
         registry = load_machines(REPO / "machines")
-        async with SagaHarness(registry, backend=backend, clock=clock) as h:
+        settings = RuntimeSettings(sweep_interval=1.0, passivate_after=30.0, pauses_read_every=0.0)
+        async with SagaHarness(registry, backend=backend, clock=clock, settings=settings) as h:
             services = {}
             for name in ("payment", "stock", "delivery"):
                 services[name] = ScriptedService(h.connect, name)
@@ -147,3 +149,52 @@ async def test_unknown_sagas_and_a_missing_daemon_are_said_at_once(shop):
     stopped = await sagawire("sagas", "retry", "s-3", "--wait", "60", *cli)
     assert stopped.exit_code == 1
     assert "no daemon is running: nothing consumes sagawire.control" in stopped.stderr
+
+
+async def test_a_paused_machine_refuses_start_and_resumes(shop):
+    h, _, cli = shop
+    mongo = cli[2:]
+    data = json.dumps(order("s-9"))
+    machines = ("--machines", str(REPO / "machines"))
+    paused = await sagawire(
+        "machines",
+        "pause",
+        "order",
+        "--reason",
+        "stock outage",
+        "--operator",
+        "carol",
+        *machines,
+        *mongo,
+    )
+    assert paused.exit_code == 0, paused.output
+    assert paused.stdout.strip() == (
+        "machine 'order' paused by carol: new sagas are refused, running ones go on"
+    )
+    refused = await sagawire(
+        "start", "order", "--saga-id", "s-9", "--data", data, "--wait", "10", *cli
+    )
+    assert refused.exit_code == 1
+    assert (
+        "start of 's-9' refused: refused: machine 'order' is paused (by carol at" in refused.stderr
+    )
+    assert "stock outage" in refused.stderr
+    assert await h.sagas() == []
+
+    resumed = await sagawire("machines", "resume", "order", *machines, *mongo)
+    assert (resumed.exit_code, resumed.stdout.strip()) == (
+        0,
+        "machine 'order' resumed: new sagas start again",
+    )
+    again = await sagawire("machines", "resume", "order", *machines, *mongo)
+    assert again.exit_code == 1
+    assert "machine 'order' is not paused" in again.stderr
+    unknown = await sagawire("machines", "pause", "ordr", *machines, *mongo)
+    assert unknown.exit_code == 1
+    assert "unknown machine 'ordr'" in unknown.stderr
+
+    started = await sagawire(
+        "start", "order", "--saga-id", "s-9", "--data", data, "--wait", "10", *cli
+    )
+    assert (started.exit_code, started.stdout.strip()) == (0, "s-9"), started.output
+    assert (await h.saga("s-9")).status is SagaStatus.RUNNING

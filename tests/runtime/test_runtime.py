@@ -285,3 +285,27 @@ async def test_running_saga_keeps_its_machine_version(harness, manual, registry)
     await harness.drain()
     new = await harness.saga("o-9")
     assert (new.machine_version, new.status) == (2, SagaStatus.SUCCEEDED)
+
+
+async def test_a_paused_machine_refuses_new_sagas_while_running_ones_go_on(make_harness) -> None:
+    from orchestrator.pauses import MachinePaused  # noqa: PLC0415
+
+    settings = RuntimeSettings(sweep_interval=60.0, pauses_read_every=0.0)
+    async with make_harness(settings=settings) as h:
+        services = await scripted(h)
+        await h.start("order", order("p-1"), "p-1")
+        command = await services["payment"].next_command()
+        await h.store.pause_machine("order", by="alice", reason="payment outage")
+
+        with pytest.raises(
+            MachinePaused, match=r"machine 'order' is paused \(by alice at .*: payment outage\)"
+        ):
+            await h.start("order", order("p-2"), "p-2")
+        await services["payment"].reply(command, "payment_executed", {"payment_id": "p-1"})
+        await h.drain()
+        assert (await h.saga("p-1")).state == "prepare_order"  # the running saga went on
+        assert {s.saga_id for s in await h.sagas()} == {"p-1"}
+
+        assert await h.store.resume_machine("order")
+        await h.start("order", order("p-2"), "p-2")
+        assert (await h.saga("p-2")).state == "execute_payment"
