@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from orchestrator.cli.common import fail
-from orchestrator.cli.run_cmd import AmqpUrl, load_settings
+from orchestrator.cli.run_cmd import AmqpUrl, control_client, load_settings
 from orchestrator.cli.sagas_cmd import MongoUrl, sagas_app
 from orchestrator.errors import ConfigurationError, StoreError
 from orchestrator.logs import redact
@@ -79,21 +79,10 @@ async def _send(
     compensate: bool,
     reason: str | None,
 ) -> str:
-    from participants_sdk.control import SagaClient  # noqa: PLC0415
-    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
-
-    broker = await RabbitBroker.connect(
-        settings.amqp_url,
-        queue_type=settings.queue_type,
-        delivery_limit=settings.delivery_limit,
-        name="sagawire-cli",
-    )
-    try:
-        return await SagaClient(broker).request(
+    async with control_client(settings) as client:
+        return await client.request(
             verb, saga_id, operator=operator, compensate=compensate, reason=reason
         )
-    finally:
-        await broker.close()
 
 
 async def _await_outcome(

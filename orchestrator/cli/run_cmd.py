@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -17,10 +19,32 @@ from orchestrator.logs import redact
 from orchestrator.settings import Settings
 from participants_sdk.errors import BrokerError
 
+if TYPE_CHECKING:
+    from participants_sdk.control import SagaClient
+
 AmqpUrl = Annotated[
     str | None,
     typer.Option(help="RabbitMQ URL (env SAGAWIRE_AMQP_URL)", show_default=False),
 ]
+
+
+@contextlib.asynccontextmanager
+async def control_client(settings: Settings) -> AsyncIterator[SagaClient]:
+    """A client of the control queue for one command (declared, if the daemon has not yet)."""
+    from participants_sdk.control import SagaClient  # noqa: PLC0415 - keeps other commands light
+    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
+
+    broker = await RabbitBroker.connect(
+        settings.amqp_url,
+        queue_type=settings.queue_type,
+        delivery_limit=settings.delivery_limit,
+        name="sagawire-cli",
+    )
+    try:
+        await broker.declare_topology([])
+        yield SagaClient(broker)
+    finally:
+        await broker.close()
 
 
 def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - typer option values
@@ -133,24 +157,12 @@ def start(
     ] = None,
 ) -> None:
     """Start a saga by sending a start request to the running daemon; prints the saga id."""
-    from participants_sdk.control import SagaClient  # noqa: PLC0415
-    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
-
     payload = _parse_data(data)
     settings = load_settings(amqp_url=amqp_url, mongodb_url=mongodb_url)
 
     async def send() -> str:
-        broker = await RabbitBroker.connect(
-            settings.amqp_url,
-            queue_type=settings.queue_type,
-            delivery_limit=settings.delivery_limit,
-            name="sagawire-cli",
-        )
-        try:
-            await broker.declare_topology([])
-            return await SagaClient(broker).start_saga(machine, payload, saga_id=saga_id)
-        finally:
-            await broker.close()
+        async with control_client(settings) as client:
+            return await client.start_saga(machine, payload, saga_id=saga_id)
 
     try:
         started = asyncio.run(send())

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import hashlib
 import uuid
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -211,6 +212,17 @@ class DemoShop:
                 f"no demo service {', '.join(unknown)}; choose from {', '.join(factories)}"
             )
         return [factories[name]() for name in names]
+
+
+def example_order(order_id: str) -> dict[str, Any]:
+    """Saga data the order machine and the demo services accept, for tests and examples."""
+    return {
+        "order_id": order_id,
+        "customer_id": f"c-{order_id}",
+        "total": 42.5,
+        "items": [{"sku": "sku-1", "quantity": 2}],
+        "address": "1 Main St",
+    }
 
 
 def demo_services(plan: FaultPlan, ledger: Ledger) -> list[Participant]:

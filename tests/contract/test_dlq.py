@@ -18,6 +18,7 @@ from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
 from orchestrator.core.saga import SagaStatus
 from orchestrator.demo.participants import DemoShop, FaultPlan, Ledger
+from orchestrator.demo.participants import example_order as order
 from orchestrator.machines import load_machines
 from orchestrator.testing import SagaHarness
 from orchestrator.testing_backends import RabbitMongoBackend
@@ -27,16 +28,6 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo]
 
 REPO = Path(__file__).resolve().parents[2]
 STOCK_DLQ = "sagawire.stock.commands.dlq"
-
-
-def order(order_id: str) -> dict[str, object]:
-    return {
-        "order_id": order_id,
-        "customer_id": "c-1",
-        "total": 10,
-        "items": [{"sku": "s-1", "quantity": 1}],
-        "address": "1 Main St",
-    }
 
 
 @pytest.fixture

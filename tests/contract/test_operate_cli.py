@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
 from orchestrator.core.saga import SagaStatus
+from orchestrator.demo.participants import example_order as order
 from orchestrator.machines import load_machines
 from orchestrator.runtime.clock import ManualClock
 from orchestrator.runtime.system import RuntimeSettings
@@ -25,16 +26,6 @@ from orchestrator.testing_services import own_vhost, with_database
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo, pytest.mark.asyncio]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def order(order_id: str) -> dict[str, object]:
-    return {
-        "order_id": order_id,
-        "customer_id": "c-1",
-        "total": 10,
-        "items": [{"sku": "s-1", "quantity": 1}],
-        "address": "1 Main St",
-    }
 
 
 @pytest_asyncio.fixture

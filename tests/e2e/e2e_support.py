@@ -25,7 +25,7 @@ import aio_pika
 
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.core.saga import Saga
-from orchestrator.demo.participants import FaultPlan
+from orchestrator.demo.participants import FaultPlan, example_order
 from orchestrator.testing_backends import delete_queues, topology_queues
 from participants_sdk import protocol as p
 from participants_sdk.control import SagaClient
@@ -324,16 +324,6 @@ async def client_broker(url: str):
         await broker.close()
 
 
-def order_data(order_id: str) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "customer_id": f"c-{order_id}",
-        "total": 42.5,
-        "items": [{"sku": "sku-1", "quantity": 2}],
-        "address": "1 Main St",
-    }
-
-
 async def start_orders(
     broker: RabbitBroker, order_ids: Iterable[str], *, parallel: int = 50
 ) -> None:
@@ -343,7 +333,7 @@ async def start_orders(
 
     async def start(order_id: str) -> None:
         async with limit:
-            await client.start_saga("order", order_data(order_id), saga_id=order_id)
+            await client.start_saga("order", example_order(order_id), saga_id=order_id)
 
     await asyncio.gather(*(start(order_id) for order_id in order_ids))
 

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.demo.participants import FaultPlan, Ledger, demo_services
+from orchestrator.demo.participants import FaultPlan, Ledger, demo_services, example_order
 from orchestrator.testing import SagaHarness, ScriptedService
-
-
-def order(order_id: str) -> dict[str, object]:
-    return {
-        "order_id": order_id,
-        "customer_id": "c-1",
-        "total": 42.5,
-        "items": [{"sku": "sku-1", "quantity": 2}],
-        "address": "1 Test Street",
-    }
 
 
 async def serve_shop(harness: SagaHarness) -> tuple[FaultPlan, Ledger]:
@@ -32,3 +22,6 @@ async def scripted(harness: SagaHarness) -> dict[str, ScriptedService]:
     for service in services.values():
         await service.start()
     return services
+
+
+order = example_order
