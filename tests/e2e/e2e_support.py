@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import aio_pika
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.core.saga import Saga
+from orchestrator.adapters.mongo_queries import counts_by_machine
+from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.demo.participants import FaultPlan, example_order
 from orchestrator.testing_backends import delete_queues, topology_queues
 from participants_sdk import protocol as p
@@ -417,7 +418,9 @@ async def read_queue(
 
 
 async def finished_count(store: MongoSagaStore) -> tuple[int, dict[str, int]]:
-    counts = await store.count_by_status("order")
+    """(finished sagas of the order machine, its sagas by status), as `sagawire stats` counts."""
+    counts = (await counts_by_machine(store.database["sagas"])).get("order")
+    counts = counts or {status.value: 0 for status in SagaStatus}
     return sum(counts[status] for status in FINISHED), counts
 
 
@@ -460,7 +463,7 @@ async def describe_unfinished(store: MongoSagaStore, limit: int = 5) -> str:
     lines = [f"unfinished sagas (as the store's saga documents say): {len(listed)}"]
     for saga_id, document in list(listed.items())[:limit]:
         # On FerretDB `load` reads the newest version claim, which may be ahead of the saga
-        # document that `count_by_status` reads (and repairs that document).
+        # document that `finished_count` reads (and repairs that document).
         saga = await store.load(saga_id)
         if saga is None:
             continue
