@@ -108,8 +108,8 @@ def dead_letter_queues(services: Iterable[str]) -> list[str]:
     return queues
 
 
-async def depth(connection: AbstractConnection, queue: str) -> int:
-    """Messages ready in `queue`; `QueueMissing` when it is not declared."""
+async def counts(connection: AbstractConnection, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of `queue`; `QueueMissing` when it is not declared."""
     channel = await connection.channel()
     try:
         declared = await channel.declare_queue(queue, passive=True)
@@ -117,7 +117,13 @@ async def depth(connection: AbstractConnection, queue: str) -> int:
         raise QueueMissing(queue) from None
     finally:
         await t.close_quietly(channel)
-    return int(declared.declaration_result.message_count or 0)
+    result = declared.declaration_result
+    return int(result.message_count or 0), int(result.consumer_count or 0)
+
+
+async def depth(connection: AbstractConnection, queue: str) -> int:
+    """Messages ready in `queue`; `QueueMissing` when it is not declared."""
+    return (await counts(connection, queue))[0]
 
 
 @contextlib.asynccontextmanager

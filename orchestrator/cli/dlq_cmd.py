@@ -74,16 +74,17 @@ def _with_broker(url: str | None, work: Callable[[AbstractConnection], Awaitable
         raise fail(str(exc)) from None
 
 
-async def _present(connection: AbstractConnection, queues: list[str], named: bool) -> list[str]:
-    found = []
+async def _present(
+    connection: AbstractConnection, queues: list[str], named: bool
+) -> dict[str, int]:
+    """The depth of each of `queues` that exists; a missing one the user named is an error."""
+    found = {}
     for queue in queues:
         try:
-            await d.depth(connection, queue)
+            found[queue] = await d.depth(connection, queue)
         except d.QueueMissing:
             if named:
                 raise
-            continue
-        found.append(queue)
     return found
 
 
@@ -105,13 +106,11 @@ def list_letters(
     queues, named = _queues(queue, machines)
 
     async def read(connection: AbstractConnection) -> dict[str, tuple[int, list[d.DeadLetter]]]:
-        result = {}
-        for name in await _present(connection, queues, named):
-            result[name] = (
-                await d.depth(connection, name),
-                await d.browse(connection, name, limit=limit),
-            )
-        return result
+        present = await _present(connection, queues, named)
+        return {
+            name: (depth, await d.browse(connection, name, limit=limit))
+            for name, depth in present.items()
+        }
 
     found = _with_broker(amqp_url, read)
     if as_json:

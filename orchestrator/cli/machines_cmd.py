@@ -174,9 +174,7 @@ def _set_pause(
 ) -> T:
     from orchestrator.cli.sagas_cmd import with_store  # noqa: PLC0415 - sagas_cmd imports much
 
-    registry = load_registry(machines)
-    if not any(machine.machine == name for machine in registry):
-        _pick(registry, name, None)  # exits 1 naming the known machines
+    _pick(load_registry(machines), name, None)  # an unknown name exits 1, naming the known ones
     return with_store(mongodb_url, pause)
 
 

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from orchestrator.adapters import rabbit_dlq
 from orchestrator.cli.common import fail
 from orchestrator.cli.run_cmd import AmqpUrl, control_client, load_settings
 from orchestrator.cli.sagas_cmd import MongoUrl, sagas_app
+from orchestrator.cli.verdict import Refused, await_verdict
 from orchestrator.errors import ConfigurationError, StoreError
 from orchestrator.logs import redact
 from participants_sdk import protocol as p
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 Verb = Literal["abort", "retry", "resume"]
-CONTROL_DLQ = p.dead_letter_queue(p.CONTROL_QUEUE)
 
 Operator = Annotated[
     str | None,
@@ -52,15 +53,10 @@ class _Outcome(Exception):
 
 async def control_consumers(connection: AbstractConnection) -> int:
     """Consumers of the control queue: 0 when no daemon runs (or none ever declared it)."""
-    channel = await connection.channel()
     try:
-        declared = await channel.declare_queue(p.CONTROL_QUEUE, passive=True)
-    except Exception:  # noqa: BLE001 - NOT_FOUND: no daemon ever ran on this vhost
+        return (await rabbit_dlq.counts(connection, p.CONTROL_QUEUE))[1]
+    except rabbit_dlq.QueueMissing:
         return 0
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return int(declared.declaration_result.consumer_count or 0)
 
 
 def _describe(saga: Saga) -> str:
@@ -92,23 +88,24 @@ async def _await_outcome(
     request_id: str,
     wait: float,
 ) -> str:
-    from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while loop.time() < deadline:
-        saga = await store.load(saga_id)
-        if saga is not None and request_id in saga.recent_requests:
-            return _describe(saga)
-        refused = await rabbit_dlq.take(connection, CONTROL_DLQ, request_id)
-        if refused is not None:
-            raise _Outcome(1, f"refused: {refused.reason.removeprefix('refused: ')}")
-        await asyncio.sleep(0.3)
-    raise _Outcome(
-        1,
-        f"sent (request {request_id}) but not applied within {wait:g}s: is the daemon busy or "
-        "stopping? `sagawire sagas show` tells when it is",
-    )
+    try:
+        saga = await await_verdict(
+            store,
+            connection,
+            saga_id,
+            request_id,
+            applied=lambda saga: request_id in saga.recent_requests,
+            wait=wait,
+        )
+    except Refused as refused:
+        raise _Outcome(1, f"refused: {str(refused).removeprefix('refused: ')}") from None
+    except TimeoutError:
+        raise _Outcome(
+            1,
+            f"sent (request {request_id}) but not applied within {wait:g}s: is the daemon busy "
+            "or stopping? `sagawire sagas show` tells when it is",
+        ) from None
+    return _describe(saga)
 
 
 def _request(
@@ -122,7 +119,6 @@ def _request(
     mongodb_url: str | None,
     compensate: bool = False,
 ) -> None:
-    from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
     from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415
 
     settings = load_settings(amqp_url=amqp_url, mongodb_url=mongodb_url)

@@ -177,22 +177,20 @@ async def _await_start(settings: Settings, saga_id: str, wait: float) -> None:
     """Return once the saga exists; exit 1 with the daemon's reason if it refused the start."""
     from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
     from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415
-    from participants_sdk import protocol  # noqa: PLC0415
+    from orchestrator.cli.verdict import Refused, await_verdict  # noqa: PLC0415
 
     store = await MongoSagaStore.connect(settings.mongodb_url)
     connection = await rabbit_dlq.connect(settings.amqp_url)
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            if await store.load(saga_id) is not None:
-                return
-            control_dlq = protocol.dead_letter_queue(protocol.CONTROL_QUEUE)
-            refused = await rabbit_dlq.take(connection, control_dlq, f"start:{saga_id}")
-            if refused is not None:
-                raise fail(f"start of {saga_id!r} refused: {refused.reason}")
-            await asyncio.sleep(0.3)
-        raise fail(f"start of {saga_id!r} sent, but no saga within {wait:g}s: is a daemon running?")
+        await await_verdict(
+            store, connection, saga_id, f"start:{saga_id}", applied=lambda _: True, wait=wait
+        )
+    except Refused as refused:
+        raise fail(f"start of {saga_id!r} refused: {refused}") from None
+    except TimeoutError:
+        raise fail(
+            f"start of {saga_id!r} sent, but no saga within {wait:g}s: is a daemon running?"
+        ) from None
     finally:
         await connection.close()
         await store.close()
