@@ -32,7 +32,7 @@ from orchestrator.adapters.memory import MemorySagaStore
 from orchestrator.adapters.mongo import MongoSagaStore
 from participants_sdk import protocol as p
 from participants_sdk.memory import MemoryBroker, MemoryConnection
-from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker, RabbitDelivery
+from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker, RabbitDelivery, delay_queue
 
 if TYPE_CHECKING:
     from orchestrator.core.saga import Saga
@@ -115,6 +115,9 @@ class _TrackedConnection:
     async def declare_topology(self, services: Iterable[str]) -> None:
         await self.broker.declare_topology(services)
 
+    async def declare_service(self, service: str) -> None:
+        await self.broker.declare_service(service)
+
     async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
         self._publishing += 1
         try:
@@ -160,6 +163,7 @@ class RabbitMongoBackend:
         self.database = database or f"sagawire_harness_{uuid.uuid4().hex[:8]}"
         self._store: MongoSagaStore | None = None
         self._admin: aio_pika.abc.AbstractConnection | None = None
+        self._admin_channel: aio_pika.abc.AbstractChannel | None = None
         self._connections: list[_TrackedConnection] = []
 
     @property
@@ -187,33 +191,36 @@ class RabbitMongoBackend:
         await connection.broker.abort()
 
     async def wait_idle(self, timeout: float) -> None:  # noqa: ASYNC109 - see HarnessBackend
+        """Poll until idle. The deadline is checked between polls, never by cancelling one: a
+        channel open or declare cancelled half-way can break the admin connection for good."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         busy: list[str] = []
-        try:
-            async with asyncio.timeout(timeout):
-                quiet = 0
-                while quiet < QUIET_POLLS:
-                    await asyncio.sleep(POLL_INTERVAL)
-                    busy = await self._busy()
-                    quiet = 0 if busy else quiet + 1
-                await self.store.flush()  # queued outbox marks: a load reads them back
-        except TimeoutError:
-            raise TimeoutError(f"RabbitMQ still busy after {timeout}s: {'; '.join(busy)}") from None
+        quiet = 0
+        while quiet < QUIET_POLLS:
+            if loop.time() >= deadline:
+                raise TimeoutError(f"RabbitMQ still busy after {timeout}s: {'; '.join(busy)}")
+            await asyncio.sleep(POLL_INTERVAL)
+            busy = await self._busy()
+            quiet = 0 if busy else quiet + 1
+        await self.store.flush()  # queued outbox marks: a load reads them back
 
     async def _busy(self) -> list[str]:
         if self._admin is None:
             raise RuntimeError("the backend is not started")
         reasons = [reason for c in self._connections for reason in c.busy()]
         queues = sorted({queue for c in self._connections for queue in c.queues()})
-        channel = await self._admin.channel()
-        try:
-            for queue in queues:
-                declared = await channel.declare_queue(queue, passive=True)
-                ready = declared.declaration_result.message_count
-                if ready:
-                    reasons.append(f"{queue}: {ready} ready")
-        finally:
-            with contextlib.suppress(aiormq.exceptions.AMQPError):
-                await channel.close()
+        if self._admin_channel is None or self._admin_channel.is_closed:
+            self._admin_channel = await self._admin.channel()
+        for queue in queues:
+            try:
+                declared = await self._admin_channel.declare_queue(queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                self._admin_channel = await self._admin.channel()
+                continue  # not declared (yet): holds nothing
+            ready = declared.declaration_result.message_count
+            if ready:
+                reasons.append(f"{queue}: {ready} ready")
         return reasons
 
     async def sagas(self) -> list[Saga]:
@@ -240,7 +247,7 @@ def topology_queues(services: Iterable[str]) -> list[str]:
     queues = []
     for queue in work:
         queues += [queue, p.dead_letter_queue(queue)]
-        queues += [f"{queue}.retry.{ms}" for ms in RETRY_BUCKETS_MS]
+        queues += [delay_queue(queue, ms) for ms in RETRY_BUCKETS_MS]
     return queues
 
 

@@ -3,6 +3,7 @@
 from participants_sdk.control import OperatorCommand, SagaClient, StartRequest
 from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
 from participants_sdk.errors import (
+    AccessRefused,
     AlreadySettledError,
     BrokerClosed,
     BrokerError,
@@ -22,6 +23,7 @@ from participants_sdk.rabbitmq import RabbitBroker
 from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
 
 __all__ = [
+    "AccessRefused",
     "AlreadySettledError",
     "BodyError",
     "Broker",

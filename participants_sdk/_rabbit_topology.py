@@ -15,9 +15,12 @@ Quorum queues (the default) get::
 Classic queues (`queue_type="classic"`) get only the two dead-letter arguments: a classic queue
 has no delivery limit (a message requeued forever loops forever) and dead-letters at most once.
 
-Retries wait in delay queues `<queue>.retry.<ms>`, one per delay bucket, so a short delay never
-waits behind a long one: `x-message-ttl: <ms>`, dead-lettering to the default exchange with the
-target queue as routing key (at-least-once on quorum queues). They are declared on first use.
+Retries wait in delay queues `<queue>.delay.<ms>`, one per delay bucket, so a short delay never
+waits behind a long one: `x-message-ttl: <ms>`, dead-lettering back to the queue through its
+retry exchange `<queue>.retry` (direct; at-least-once on quorum queues). The retry exchange
+routes key `<queue>.delay.<ms>` to that delay queue and key `<queue>` to the queue itself, and
+nothing else: a service allowed to publish to its own retry exchange reaches its own queues only,
+which the default exchange (any queue by name) would not. Declared on first use.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import aio_pika
 import aiormq.exceptions
 
 from participants_sdk import protocol as p
-from participants_sdk.errors import BrokerError, BrokerUnreachable, TopologyError
+from participants_sdk.errors import AccessRefused, BrokerError, BrokerUnreachable, TopologyError
 from participants_sdk.memory import DELIVERY_LIMIT_REASON
 
 QueueType = Literal["quorum", "classic"]
@@ -111,8 +114,13 @@ def retry_bucket_ms(delay: float) -> int:
     return next((ms for ms in RETRY_BUCKETS_MS if ms >= wanted), RETRY_BUCKETS_MS[-1])
 
 
-def retry_queue(queue: str, bucket_ms: int) -> str:
-    return f"{queue}.retry.{bucket_ms}"
+def retry_exchange(queue: str) -> str:
+    """The exchange a retried message of `queue` is published to, and comes back through."""
+    return f"{queue}.retry"
+
+
+def delay_queue(queue: str, bucket_ms: int) -> str:
+    return f"{queue}.delay.{bucket_ms}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,16 +155,28 @@ class QueueSettings:
     def delay_queue(self, target: str, bucket_ms: int) -> dict[str, Any]:
         return {
             **self._durability(),
-            **self._dead_lettering("", target),
+            **self._dead_lettering(retry_exchange(target), target),
             "x-message-ttl": bucket_ms,
         }
 
 
-class Declarer:
-    """Declares on one channel; a refused declaration becomes a `TopologyError` naming what."""
+EXCHANGES: Final = (
+    (p.COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC),
+    (p.REPLIES_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+    (p.CONTROL_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+    (p.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+)
 
-    def __init__(self, channel: aio_pika.abc.AbstractChannel, settings: QueueSettings) -> None:
-        self._channel = channel
+
+class Declarer:
+    """Declares on a channel of its own; a refused declaration becomes a `TopologyError` naming
+    what. A passive check that finds nothing closes the channel; the next call opens another."""
+
+    def __init__(
+        self, connection: aio_pika.abc.AbstractConnection, settings: QueueSettings
+    ) -> None:
+        self._connection = connection
+        self._channel: aio_pika.abc.AbstractChannel | None = None
         self._settings = settings
 
     @classmethod
@@ -164,36 +184,64 @@ class Declarer:
     async def on_new_channel(
         cls, connection: aio_pika.abc.AbstractConnection, settings: QueueSettings
     ) -> AsyncIterator[Declarer]:
-        """A channel of its own: a refused declaration closes the channel it was made on."""
-        channel = await connection.channel(publisher_confirms=False)
+        declarer = cls(connection, settings)
         try:
-            yield cls(channel, settings)
+            yield declarer
         except AMQP_ERRORS as exc:
             raise broker_error("declaring the topology failed", exc) from None
         finally:
-            await close_quietly(channel)
+            if declarer._channel is not None:
+                await close_quietly(declarer._channel)
+
+    async def _open(self) -> aio_pika.abc.AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel(publisher_confirms=False)
+        return self._channel
 
     async def exchange(self, name: str, kind: aio_pika.ExchangeType) -> None:
+        channel = await self._open()
         try:
-            await self._channel.declare_exchange(name, kind, durable=True)
+            await channel.declare_exchange(name, kind, durable=True)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TopologyError(
                 f"exchange {name!r} exists with another type or arguments than Sagawire "
                 f"declares ({kind.value}, durable): {exc}; delete it or change it to match"
             ) from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise refused(f"declare exchange {name!r}", exc) from None
 
     async def queue(self, name: str, arguments: Mapping[str, Any]) -> aio_pika.abc.AbstractQueue:
+        channel = await self._open()
         try:
-            return await self._channel.declare_queue(name, durable=True, arguments=dict(arguments))
+            return await channel.declare_queue(name, durable=True, arguments=dict(arguments))
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise TopologyError(
                 f"queue {name!r} exists with other arguments than this broker declares "
                 f"({_describe(arguments)}): {exc}; delete the queue (move its messages first) "
                 "or connect with the queue type and delivery limit it was declared with"
             ) from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise refused(f"declare queue {name!r}", exc) from None
 
-    async def bind(self, queue: aio_pika.abc.AbstractQueue, exchange: str, key: str) -> None:
-        await queue.bind(exchange, key)
+    async def exists(self, kind: Literal["exchange", "queue"], name: str) -> bool:
+        """Whether the exchange or queue is there; a passive check needs no permission."""
+        channel = await self._open()
+        try:
+            if kind == "exchange":
+                await channel.get_exchange(name, ensure=True)
+            else:
+                await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
+
+    async def bind(self, queue: aio_pika.abc.AbstractQueue | str, exchange: str, key: str) -> None:
+        channel = await self._open()
+        name = queue if isinstance(queue, str) else queue.name
+        try:
+            await (await channel.get_queue(name, ensure=False)).bind(exchange, key)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise refused(f"bind queue {name!r} to exchange {exchange!r}", exc) from None
 
     async def work_queue(self, name: str) -> aio_pika.abc.AbstractQueue:
         """The queue, its DLQ and the DLQ's binding on the dead-letter exchange."""
@@ -203,9 +251,9 @@ class Declarer:
         return queue
 
     async def topology(self, services: Iterable[str]) -> None:
-        await self.exchange(p.COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC)
-        for exchange in (p.REPLIES_EXCHANGE, p.CONTROL_EXCHANGE, p.DEAD_LETTER_EXCHANGE):
-            await self.exchange(exchange, aio_pika.ExchangeType.DIRECT)
+        """Everything, as the orchestrator daemon declares it."""
+        for exchange, kind in EXCHANGES:
+            await self.exchange(exchange, kind)
         control = await self.work_queue(p.CONTROL_QUEUE)
         await self.bind(control, p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY)
         for service in services:
@@ -214,33 +262,62 @@ class Declarer:
             replies = await self.work_queue(p.reply_queue(service))
             await self.bind(replies, p.REPLIES_EXCHANGE, service)
 
+    async def service(self, service: str) -> None:
+        """What a participant of `service` needs: its queues, unless they are there already.
+
+        The daemon declares the queues of every service its machines name, so a participant
+        whose RabbitMQ user has only the permissions `sagawire topology permissions` prints
+        (none to declare) finds them; a participant with more may start first and declare them.
+        """
+        commands = p.command_queue(service)
+        if await self.exists("queue", commands):
+            return
+        try:
+            await self.topology([service])
+        except AccessRefused as exc:
+            raise AccessRefused(
+                f"queue {commands!r} is not declared yet, and {exc}; start the orchestrator "
+                "daemon first: it declares the queues of every service its machines name"
+            ) from None
+
+    async def retry_route(self, target: str) -> None:
+        """The retry exchange of `target`, routing key `target` back to it."""
+        await self.exchange(retry_exchange(target), aio_pika.ExchangeType.DIRECT)
+        await self.bind(target, retry_exchange(target), target)
+
     async def delay_queue(self, target: str, bucket_ms: int) -> str:
-        name = retry_queue(target, bucket_ms)
+        name = delay_queue(target, bucket_ms)
         await self.queue(name, self._settings.delay_queue(target, bucket_ms))
+        await self.bind(name, retry_exchange(target), name)
         return name
 
 
 class DelayQueues:
-    """The delay queues declared so far: each (queue, bucket) is declared once, on first use."""
+    """The retry routes and delay queues declared so far, each declared once, on first use."""
 
     def __init__(self, declaring: Callable[[], AbstractAsyncContextManager[Declarer]]) -> None:
         self._declaring = declaring
         self._declared: set[str] = set()
         self._lock = asyncio.Lock()
 
-    async def declared(self, queue: str, bucket_ms: int) -> str:
-        name = retry_queue(queue, bucket_ms)
+    async def declared(self, queue: str, bucket_ms: int | None) -> str:
+        """The routing key on `retry_exchange(queue)` that delivers to `queue` after `bucket_ms`
+        (at once when None), declaring the route and the delay queue first if need be."""
+        name = queue if bucket_ms is None else delay_queue(queue, bucket_ms)
         if name not in self._declared:
             async with self._lock:
                 if name not in self._declared:
                     async with self._declaring() as declarer:
-                        await declarer.delay_queue(queue, bucket_ms)
+                        await declarer.retry_route(queue)
+                        if bucket_ms is not None:
+                            await declarer.delay_queue(queue, bucket_ms)
                     self._declared.add(name)
         return name
 
     @property
     def names(self) -> frozenset[str]:
-        return frozenset(self._declared)
+        """The delay queues among them."""
+        return frozenset(name for name in self._declared if ".delay." in name)
 
     def forget(self, name: str) -> None:
         self._declared.discard(name)
@@ -318,6 +395,14 @@ def _refused(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def refused(action: str, exc: BaseException) -> AccessRefused:
+    """An `AccessRefused` for a channel call the broker refused for lack of permission."""
+    return AccessRefused(
+        f"this RabbitMQ user may not {action}: {redact_url(str(exc))}; "
+        "see `sagawire topology permissions`"
+    )
 
 
 def broker_error(action: str, exc: BaseException) -> BrokerError:

@@ -7,6 +7,7 @@
         ├── BrokerClosed          the connection is closed (a ConnectionError)
         ├── BrokerUnreachable     the first connection failed (a ConnectionError)
         ├── TopologyError         an exchange or queue never declared, or declared otherwise
+        ├── AccessRefused         the broker's user lacks the permission for the operation
         ├── Unroutable            a published message no queue is bound for
         └── AlreadySettledError   a delivery settled twice (a RuntimeError)
 
@@ -44,6 +45,10 @@ class BrokerUnreachable(BrokerError, ConnectionError):
 
 class TopologyError(BrokerError):
     """An exchange or queue that was never declared, or declared with another kind."""
+
+
+class AccessRefused(BrokerError):
+    """The broker's user may not do this: see `sagawire topology permissions`."""
 
 
 class Unroutable(BrokerError):

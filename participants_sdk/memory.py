@@ -342,6 +342,9 @@ class MemoryConnection:
             core.declare_queue(p.reply_queue(service))
             core.bind(p.REPLIES_EXCHANGE, service, p.reply_queue(service))
 
+    async def declare_service(self, service: str) -> None:
+        await self.declare_topology([service])
+
     async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
         self._check_open()
         self._core.route(exchange, routing_key, message)

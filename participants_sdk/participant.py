@@ -198,7 +198,7 @@ class Participant:
             raise ParticipantError(f"participant {self.service!r} is serving already")
         self._serving, self._stopping = True, False
         try:
-            await broker.declare_topology([self.service])
+            await broker.declare_service(self.service)
             subscription = await broker.consume(
                 p.command_queue(self.service),
                 functools.partial(self._serve_one, broker),

@@ -36,13 +36,15 @@ import structlog
 from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
 from participants_sdk._rabbit_consumers import RabbitDelivery, RabbitSubscription
-from participants_sdk._rabbit_link import DEFAULT_EXCHANGE, Link
+from participants_sdk._rabbit_link import Link
 from participants_sdk._rabbit_topology import (
     QUEUE_TYPES,
     RETRY_BUCKETS_MS,
     QueueType,
+    delay_queue,
     redact_url,
     retry_bucket_ms,
+    retry_exchange,
 )
 from participants_sdk.errors import BrokerClosed, BrokerError, TopologyError, Unroutable
 
@@ -51,7 +53,15 @@ if TYPE_CHECKING:
 
     from participants_sdk.transport import DeliveryHandler
 
-__all__ = ["RETRY_BUCKETS_MS", "QueueType", "RabbitBroker", "RabbitDelivery", "RabbitSubscription"]
+__all__ = [
+    "RETRY_BUCKETS_MS",
+    "QueueType",
+    "RabbitBroker",
+    "RabbitDelivery",
+    "RabbitSubscription",
+    "delay_queue",
+    "retry_exchange",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -144,7 +154,9 @@ class RabbitBroker:
                 return
             try:
                 await self._replace_link()
-            except Exception:  # noqa: BLE001 - this task must outlive a bug in one round
+            except (Exception, asyncio.CancelledError):  # this task outlives a bug in one round
+                if _cancelled_from_outside():
+                    raise
                 with contextlib.suppress(Exception):  # even a log line that cannot be written
                     _log.exception("keeping the RabbitMQ connection failed; trying again")
                 await asyncio.sleep(self._reconnect_interval)
@@ -181,7 +193,9 @@ class RabbitBroker:
                 for subscription in list(self._subscriptions):
                     async with asyncio.timeout(self._connect_timeout):
                         await subscription.attach(link.connection)
-            except Exception as exc:  # noqa: BLE001 - any failure: drop this try, try again
+            except (Exception, asyncio.CancelledError) as exc:  # any failure: try again
+                if _cancelled_from_outside():
+                    raise
                 if link is not None:
                     await link.close(self._close_timeout)
                 _log.warning(
@@ -219,7 +233,9 @@ class RabbitBroker:
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     await subscription.attach(link.connection)
-            except Exception as exc:  # noqa: BLE001 - any failure: try again
+            except (Exception, asyncio.CancelledError) as exc:  # any failure: try again
+                if _cancelled_from_outside():
+                    raise
                 _log.warning(
                     "cannot consume again; trying again",
                     queue=subscription.queue,
@@ -257,6 +273,12 @@ class RabbitBroker:
         async with self._declaring() as declarer:
             await declarer.topology(services)
 
+    async def declare_service(self, service: str) -> None:
+        """Declare what a participant of `service` needs (see `Declarer.service`)."""
+        self._check_open()
+        async with self._declaring() as declarer:
+            await declarer.service(service)
+
     async def declare_queue(self, name: str) -> None:
         """Declare one work queue with its DLQ, as `declare_topology` does, bound to nothing."""
         self._check_open()
@@ -282,6 +304,8 @@ class RabbitBroker:
             ) from None
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise TopologyError(f"{what} failed: {exc}; declare the topology first") from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise t.refused(f"publish {what}", exc) from None
         except aiormq.exceptions.DeliveryError as exc:
             raise BrokerError(f"{what} was refused by the broker (nack): {exc}") from None
         except TimeoutError:
@@ -310,23 +334,24 @@ class RabbitBroker:
                 return
 
     async def publish_later(self, queue: str, message: p.WireMessage, delay: float) -> None:
-        """Deliver `message` to `queue` after `delay` seconds, rounded up to a delay bucket."""
+        """Deliver `message` to `queue` after `delay` seconds, rounded up to a delay bucket.
+
+        It goes through the queue's retry exchange (see `_rabbit_topology`), never the default
+        exchange, so a service needs no permission to publish into queues by name.
+        """
         message = message.with_headers(
             **{t.H_DELAYED_EXCHANGE: message.exchange, t.H_DELAYED_ROUTING_KEY: message.routing_key}
         )
-        if delay <= 0:
-            await self.publish(DEFAULT_EXCHANGE, queue, message)
-            return
-        bucket = retry_bucket_ms(delay)
-        if delay * 1000 > bucket:
+        bucket = None if delay <= 0 else retry_bucket_ms(delay)
+        if bucket is not None and delay * 1000 > bucket:
             _log.warning("retry delay cut to the longest bucket", delay=delay, bucket_ms=bucket)
-        delay_queue = await self._delay_queues.declared(queue, bucket)
+        key = await self._delay_queues.declared(queue, bucket)
         try:
-            await self.publish(DEFAULT_EXCHANGE, delay_queue, message)
-        except Unroutable:  # deleted since we declared it: declare it again, once
-            self._delay_queues.forget(delay_queue)
-            delay_queue = await self._delay_queues.declared(queue, bucket)
-            await self.publish(DEFAULT_EXCHANGE, delay_queue, message)
+            await self.publish(retry_exchange(queue), key, message)
+        except (Unroutable, TopologyError):  # deleted since we declared it: declare it again, once
+            self._delay_queues.forget(key)
+            key = await self._delay_queues.declared(queue, bucket)
+            await self.publish(retry_exchange(queue), key, message)
 
     async def consume(
         self, queue: str, handler: DeliveryHandler, *, prefetch: int = 64
@@ -344,6 +369,8 @@ class RabbitBroker:
             raise TopologyError(
                 f"queue {queue!r} is not declared; declare the topology first"
             ) from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise t.refused(f"consume from {queue!r}", exc) from None
         except t.AMQP_ERRORS as exc:
             raise t.broker_error(f"cannot consume from {queue!r}", exc) from None
         self._subscriptions.append(subscription)
@@ -392,3 +419,11 @@ class RabbitBroker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the running task is being cancelled, rather than a library raising
+    `CancelledError` by itself: aiormq does when the broker drops a connection mid-handshake,
+    which must count as one failed attempt, not end the task that reconnects."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

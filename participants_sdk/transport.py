@@ -55,6 +55,11 @@ class Broker(Protocol):
         Idempotent: declaring what exists already changes nothing.
         """
 
+    async def declare_service(self, service: str) -> None:
+        """Declare what a participant of `service` needs: its command queue with its DLQ, and
+        the exchanges and its reply queue when they are missing (the daemon declares those).
+        """
+
     async def publish(self, exchange: str, routing_key: str, message: WireMessage) -> None:
         """Publish and return once the broker has taken responsibility for the message."""
 

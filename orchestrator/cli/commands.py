@@ -10,4 +10,5 @@ from orchestrator.cli import (
     run_cmd,  # noqa: F401
     sagas_cmd,  # noqa: F401
     stats_cmd,  # noqa: F401
+    topology_cmd,  # noqa: F401
 )

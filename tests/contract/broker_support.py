@@ -19,7 +19,7 @@ import pytest
 from orchestrator.testing_services import ServicesUnavailable, service_urls
 from participants_sdk import protocol as p
 from participants_sdk.memory import MemoryBroker, MemoryConnection
-from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker
+from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker, delay_queue
 from participants_sdk.transport import Broker, Delivery
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ class RabbitBackend:
     def track(self, queue: str) -> None:
         """Delete `queue`, its DLQ and its delay queues at teardown."""
         self._queues.update({queue, p.dead_letter_queue(queue)})
-        self._queues.update(f"{queue}.retry.{ms}" for ms in RETRY_BUCKETS_MS)
+        self._queues.update(delay_queue(queue, ms) for ms in RETRY_BUCKETS_MS)
 
     async def close(self) -> None:
         for broker in self._brokers:

@@ -12,6 +12,7 @@ import pytest_asyncio
 from broker_support import RabbitBackend, Recorder, collect, open_backend
 
 from participants_sdk import protocol as p
+from participants_sdk._rabbit_link import Link
 from participants_sdk.errors import BrokerUnreachable, TopologyError
 from participants_sdk.protocol import WireMessage
 from participants_sdk.rabbitmq import RabbitBroker
@@ -106,11 +107,11 @@ async def test_delay_queues_are_quorum_queues_that_dead_letter_back_at_least_onc
     await subscription.cancel()
     await redeclare(
         backend.url,
-        f"{queue}.retry.250",
+        f"{queue}.delay.250",
         {
             "x-queue-type": "quorum",
             "x-message-ttl": 250,
-            "x-dead-letter-exchange": "",
+            "x-dead-letter-exchange": f"{queue}.retry",
             "x-dead-letter-routing-key": queue,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
@@ -267,3 +268,37 @@ async def test_a_channel_error_on_a_consumer_channel_does_not_stop_consuming(bac
     assert again.message.message_id == first.message.message_id
     assert again.redelivered
     await again.ack()
+
+
+@pytest.mark.asyncio
+async def test_a_reconnect_attempt_that_raises_cancelled_error_is_tried_again(backend, monkeypatch):
+    """aiormq raises `CancelledError` when a broker that is starting drops the handshake; that
+    attempt must fail like any other, not end the task that reconnects (every consumer would
+    stay detached for good)."""
+    queue = backend.queue()
+    broker = await backend.connect(reconnect_interval=0.1)
+    await broker.declare_queue(queue)
+    recorder = Recorder()
+    await broker.consume(queue, recorder)
+
+    real_open = Link.open
+    attempts = 0
+
+    async def open_once_cancelled(*args, **kwargs):
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise asyncio.CancelledError  # as from aiormq's reader, not from our task
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Link, "open", open_once_cancelled)
+    transport = broker._link.connection.transport
+    assert transport is not None
+    await transport.connection.close(ConnectionResetError("simulated network failure"))
+
+    async with asyncio.timeout(10):
+        while broker.reconnects == 0:  # noqa: ASYNC110 - a counter has no event to await
+            await asyncio.sleep(0.05)
+    assert attempts == 2
+    await broker.publish("", queue, message(1))
+    await recorder.wait_for(1, within=10)
