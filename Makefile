@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit e2e lint typecheck format clean services services-stop
+.PHONY: install demo test unit e2e chaos reliability-doc lint typecheck format clean services services-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ unit: $(STAMP)  ## every test but the end-to-end ones (unit, runtime, contract);
 
 e2e: $(STAMP) services  ## only the end-to-end runs: daemon and participants as separate processes
 	$(PY) -m pytest tests/e2e -m e2e --durations=10
+
+chaos: $(STAMP) services  ## the reliability suite at full size, then docs/reliability.md's table from its report
+	SAGAWIRE_CHAOS=full $(PY) -m pytest tests/e2e -m chaos --durations=0
+	$(PY) scripts/reliability_table.py reports/reliability.json docs/reliability.md
+
+reliability-doc: $(STAMP)  ## docs/reliability.md's table from reports/reliability.json
+	$(PY) scripts/reliability_table.py reports/reliability.json docs/reliability.md
 
 test: lint typecheck services  ## lint, type check, start the test services, run every test
 	$(PY) -m pytest --durations=10

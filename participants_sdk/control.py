@@ -8,13 +8,18 @@ Starting is idempotent on the saga id: sending the same start twice starts one s
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, Final, Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from participants_sdk import protocol
+from participants_sdk.errors import NotConfirmed
 from participants_sdk.transport import Broker
+
+_log = structlog.get_logger(__name__)
 
 CONTROL_VERBS: Final = ("start", "abort", "retry", "resume")
 OperatorVerb = Literal["abort", "retry", "resume"]
@@ -40,10 +45,18 @@ class OperatorCommand(BaseModel):
 
 
 class SagaClient:
-    """Starts sagas and sends operator requests through the control queue."""
+    """Starts sagas and sends operator requests through the control queue.
 
-    def __init__(self, broker: Broker) -> None:
+    A start the broker never confirmed because the connection went mid-publish is sent again,
+    up to `start_attempts` times in all: the orchestrator starts one saga per id whatever
+    arrives twice. Operator requests are sent once.
+    """
+
+    def __init__(self, broker: Broker, *, start_attempts: int = 5) -> None:
+        if start_attempts < 1:
+            raise ValueError(f"start_attempts must be at least 1, got {start_attempts}")
         self._broker = broker
+        self.start_attempts = start_attempts
 
     async def start_saga(
         self, machine: str, data: dict[str, Any], *, saga_id: str | None = None
@@ -51,7 +64,22 @@ class SagaClient:
         """Ask the orchestrator to start a saga; returns its id once the broker has the request."""
         request = StartRequest(machine=machine, saga_id=saga_id or uuid.uuid4().hex, data=data)
         # The message id derives from the saga id: a resent start is recognisably the same one.
-        await self._send("start", request.model_dump(mode="json"), f"start:{request.saga_id}")
+        body, message_id = request.model_dump(mode="json"), f"start:{request.saga_id}"
+        for attempt in range(1, self.start_attempts + 1):
+            try:
+                await self._send("start", body, message_id)
+            except NotConfirmed as exc:  # the connection went mid-publish: send it again
+                if attempt == self.start_attempts:
+                    raise
+                _log.warning(
+                    "saga start not confirmed; sending it again",
+                    saga_id=request.saga_id,
+                    attempt=attempt,
+                    error=str(exc),
+                )
+                await asyncio.sleep(min(0.5 * attempt, 2.0))
+            else:
+                break
         return request.saga_id
 
     async def request(

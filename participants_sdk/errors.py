@@ -8,6 +8,7 @@
         ├── BrokerUnreachable     the first connection failed (a ConnectionError)
         ├── TopologyError         an exchange or queue never declared, or declared otherwise
         ├── AccessRefused         the broker's user lacks the permission for the operation
+        ├── NotConfirmed          a publish whose fate is unknown: the connection went first
         ├── Unroutable            a published message no queue is bound for
         └── AlreadySettledError   a delivery settled twice (a RuntimeError)
 
@@ -49,6 +50,14 @@ class TopologyError(BrokerError):
 
 class AccessRefused(BrokerError):
     """The broker's user may not do this: see `sagawire topology permissions`."""
+
+
+class NotConfirmed(BrokerError):
+    """A publish the broker never confirmed nor refused: the message may or may not be there.
+
+    Sending it again is safe when the receiver recognises a resend (a saga start is idempotent
+    on its saga id; a command on its idempotency key).
+    """
 
 
 class Unroutable(BrokerError):

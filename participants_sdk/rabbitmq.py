@@ -46,7 +46,13 @@ from participants_sdk._rabbit_topology import (
     retry_bucket_ms,
     retry_exchange,
 )
-from participants_sdk.errors import BrokerClosed, BrokerError, TopologyError, Unroutable
+from participants_sdk.errors import (
+    BrokerClosed,
+    BrokerError,
+    NotConfirmed,
+    TopologyError,
+    Unroutable,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -307,11 +313,12 @@ class RabbitBroker:
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise t.refused(f"publish {what}", exc) from None
         except aiormq.exceptions.DeliveryError as exc:
-            raise BrokerError(f"{what} was refused by the broker (nack): {exc}") from None
+            raise NotConfirmed(f"{what} was refused by the broker (nack): {exc}") from None
         except TimeoutError:
-            raise BrokerError(f"{what} not confirmed within {self._publish_timeout}s") from None
+            raise NotConfirmed(f"{what} not confirmed within {self._publish_timeout}s") from None
         except t.AMQP_ERRORS as exc:
-            raise t.broker_error(f"{what} not confirmed", exc) from None
+            reason = t.redact_url(str(exc)) or type(exc).__name__
+            raise NotConfirmed(f"{what} not confirmed: {reason}") from None
 
     async def _publish_once_open(
         self, exchange: str, routing_key: str, message: p.WireMessage

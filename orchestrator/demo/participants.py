@@ -7,6 +7,7 @@ a count above one would mean a step ran twice.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import hashlib
@@ -15,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from participants_sdk import CommandContext, Participant, Reject
+from participants_sdk import CommandContext, DedupeStore, Participant, Reject
 
 FAILING_SERVICES = ("payment", "stock", "delivery")
 FAILURE_EVENTS = {
@@ -128,9 +129,22 @@ class DemoShop:
     broken: frozenset[str] = frozenset()
     max_retries: int = 5
     retry_backoff: float = 0.5
+    dedupe: DedupeStore | None = None
+    """Shared by the services; each gets a memory store of its own when None."""
+    handler_delay: float = 0.0
+    """Seconds every handler takes before it acts."""
 
     def _participant(self, service: str) -> Participant:
-        return Participant(service, max_retries=self.max_retries, retry_backoff=self.retry_backoff)
+        return Participant(
+            service,
+            max_retries=self.max_retries,
+            retry_backoff=self.retry_backoff,
+            dedupe=self.dedupe,
+        )
+
+    async def _pause(self) -> None:
+        if self.handler_delay > 0:
+            await asyncio.sleep(self.handler_delay)
 
     def _act(self, command: str, order_id: str, service: str, key: str, **details: object) -> None:
         """Fail the way the plan says, or record the effect."""
@@ -151,6 +165,7 @@ class DemoShop:
 
         @payments.command_handler("execute_payment")
         async def execute_payment(cmd: ExecutePayment, ctx: CommandContext) -> PaymentExecuted:
+            await self._pause()
             self._act(
                 "execute_payment",
                 cmd.order_id,
@@ -162,6 +177,7 @@ class DemoShop:
 
         @payments.command_handler("refund_payment")
         async def refund_payment(cmd: RefundPayment, ctx: CommandContext) -> PaymentRefunded:
+            await self._pause()
             self._undo("refund_payment", "payment", ctx.idempotency_key)
             return PaymentRefunded(order_id=cmd.order_id)
 
@@ -172,6 +188,7 @@ class DemoShop:
 
         @stock.command_handler("prepare_order")
         async def prepare_order(cmd: PrepareOrder, ctx: CommandContext) -> OrderPrepared:
+            await self._pause()
             self._act(
                 "prepare_order",
                 cmd.order_id,
@@ -183,6 +200,7 @@ class DemoShop:
 
         @stock.command_handler("release_stock")
         async def release_stock(cmd: ReleaseStock, ctx: CommandContext) -> StockReleased:
+            await self._pause()
             self._undo("release_stock", "stock", ctx.idempotency_key)
             return StockReleased(order_id=cmd.order_id)
 
@@ -193,6 +211,7 @@ class DemoShop:
 
         @delivery.command_handler("deliver_order")
         async def deliver_order(cmd: DeliverOrder, ctx: CommandContext) -> OrderDelivered:
+            await self._pause()
             self._act(
                 "deliver_order",
                 cmd.order_id,

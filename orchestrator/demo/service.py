@@ -2,15 +2,21 @@
 
     python -m orchestrator.demo.service payment stock delivery --failure-rate 0.2
 
-Runs until SIGTERM or Ctrl-C. With `--ledger FILE` it keeps FILE up to date with the effects it
-applied per idempotency key, which is how the end-to-end tests count "applied at most once".
+Runs until SIGTERM or Ctrl-C. With `--journal FILE` the services remember the replies they gave
+in FILE (see `orchestrator.demo.journal`), across restarts: it is their dedupe store and the
+ledger the reliability tests count "applied at most once" from. Without it they remember in
+memory only.
+
+The fault options are for those tests: `--duplicate-replies` publishes every reply twice,
+`--late-replies SHARE --late-by S` holds back the reply to the first attempt of SHARE of the
+sagas for S seconds, and `--handler-delay S` makes every handler take S seconds (so a kill finds
+some of them half-way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 from pathlib import Path
@@ -18,6 +24,8 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.demo.faults import FaultyReplies
+from orchestrator.demo.journal import Journal
 from orchestrator.demo.participants import DemoShop, FaultPlan, Ledger
 from orchestrator.logs import redact, setup_logging
 from participants_sdk.errors import BrokerError
@@ -26,50 +34,40 @@ from participants_sdk.rabbitmq import RabbitBroker
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def write_ledger(path: Path, services: list[str], ledger: Ledger) -> None:
-    body = {"services": services, "applied": dict(ledger.applied), "rejected": ledger.rejected}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(body))
-    tmp.replace(path)  # readers never see half a file
-
-
 async def serve(
     services: list[str],
     amqp_url: str,
     *,
-    failure_rate: float,
-    broken: frozenset[str],
-    ledger_path: Path | None,
+    shop: DemoShop,
     queue_type: str,
+    faults: dict[str, float | bool],
 ) -> None:
-    ledger = Ledger()
-    shop = DemoShop(FaultPlan(rate=failure_rate), ledger, broken=broken)
     participants = shop.services(tuple(services))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    broker = await RabbitBroker.connect(
+    rabbit = await RabbitBroker.connect(
         amqp_url, queue_type=queue_type, name=f"sagawire-demo-{'-'.join(services)}"
+    )
+    broker = FaultyReplies(
+        rabbit,
+        duplicate=bool(faults["duplicate"]),
+        late_share=float(faults["late_share"]),
+        late_by=float(faults["late_by"]),
     )
     try:
         async with contextlib.AsyncExitStack() as stack:
             for participant in participants:
                 await stack.enter_async_context(participant.serve(broker))
             print(f"serving {', '.join(services)}", flush=True)  # noqa: T201 - tests wait for it
-            while not stop.is_set():
-                if ledger_path is not None:
-                    write_ledger(ledger_path, services, ledger)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
+            await stop.wait()
     finally:
         await broker.close()
-        if ledger_path is not None:
-            write_ledger(ledger_path, services, ledger)
 
 
 @cli.command()
-def main(
+def main(  # noqa: PLR0913, PLR0917 - one parameter per option
     services: Annotated[list[str], typer.Argument(help="payment, stock and/or delivery")],
     amqp_url: Annotated[str, typer.Option(envvar="SAGAWIRE_AMQP_URL")] = (
         "amqp://guest:guest@localhost:5672/"
@@ -78,22 +76,45 @@ def main(
     broken: Annotated[
         list[str] | None, typer.Option(help="A command whose handler always raises.")
     ] = None,
-    ledger: Annotated[Path | None, typer.Option(help="Keep the applied effects here.")] = None,
+    journal: Annotated[
+        Path | None, typer.Option(help="Remember the replies given here, across restarts.")
+    ] = None,
     queue_type: Annotated[str, typer.Option(envvar="SAGAWIRE_QUEUE_TYPE")] = "quorum",
+    duplicate_replies: Annotated[  # noqa: FBT002 - a flag
+        bool, typer.Option("--duplicate-replies", help="Fault: publish every reply twice.")
+    ] = False,
+    late_replies: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Fault: share of sagas whose first reply is late."),
+    ] = 0.0,
+    late_by: Annotated[float, typer.Option(min=0.0, help="Fault: seconds a late reply waits.")] = (
+        0.0
+    ),
+    handler_delay: Annotated[
+        float, typer.Option(min=0.0, help="Fault: seconds every handler takes.")
+    ] = 0.0,
 ) -> None:
     """Serve the demo shop's commands: take payments, reserve stock, deliver orders."""
     setup_logging(os.environ.get("SAGAWIRE_LOG_LEVEL", "WARNING"))
     try:
-        asyncio.run(
-            serve(
-                services,
-                amqp_url,
-                failure_rate=failure_rate,
-                broken=frozenset(broken or ()),
-                ledger_path=ledger,
-                queue_type=queue_type,
-            )
+        remembered = Journal(journal) if journal is not None else None
+        shop = DemoShop(
+            FaultPlan(rate=failure_rate),
+            Ledger(),
+            broken=frozenset(broken or ()),
+            dedupe=remembered,
+            handler_delay=handler_delay,
         )
+        faults: dict[str, float | bool] = {
+            "duplicate": duplicate_replies,
+            "late_share": late_replies,
+            "late_by": late_by,
+        }
+        try:
+            asyncio.run(serve(services, amqp_url, shop=shop, queue_type=queue_type, faults=faults))
+        finally:
+            if remembered is not None:
+                remembered.close()
     except (BrokerError, OSError, ValueError) as exc:
         typer.echo(f"error: {redact(str(exc))}", err=True)
         raise typer.Exit(code=1) from None

@@ -154,10 +154,19 @@ class ServerControl:
     def start_rabbitmq(self) -> float:
         return self._run("start-rabbitmq")
 
+    def stop_mongo(self) -> float:
+        self.touched.add("mongo")
+        return self._run("stop-mongo")
+
+    def start_mongo(self) -> float:
+        return self._run("start-mongo")
+
     def restore(self) -> None:
         """Start whatever the test stopped (a no-op for a server that runs)."""
         if "rabbitmq" in self.touched:
             self.start_rabbitmq()
+        if "mongo" in self.touched:
+            self.start_mongo()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import aio_pika
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.adapters.mongo_queries import counts_by_machine
 from orchestrator.core.saga import Saga, SagaStatus
+from orchestrator.demo.journal import applied_counts
 from orchestrator.demo.participants import FaultPlan, example_order
 from orchestrator.testing_backends import delete_queues, topology_queues
 from participants_sdk import protocol as p
@@ -134,9 +135,25 @@ class Daemon(ManagedProcess):
 @dataclasses.dataclass
 class Service(ManagedProcess):
     ledger: Path = Path()
+    """The service's journal: one line per reply it stored, kept across its restarts."""
 
     def read_ledger(self) -> dict[str, Any]:
-        return json.loads(self.ledger.read_text(encoding="utf-8"))
+        """{"applied": idempotency key -> times applied}, from the journal."""
+        return {"applied": applied_counts(self.ledger)}
+
+
+@dataclasses.dataclass
+class LoadGenerator(ManagedProcess):
+    async def summary(self, *, timeout: float) -> dict[str, float]:  # noqa: ASYNC109
+        """Wait for it to exit 0; what it printed."""
+
+        async def exited() -> bool:
+            return not self.alive
+
+        await wait_until(exited, timeout=timeout, what=f"{self.name} to finish", diagnose=self.tail)
+        if self.popen.returncode != 0:
+            raise AssertionError(f"{self.name} failed\n{self.tail()}")
+        return json.loads(self.stdout.read_text(encoding="utf-8").strip().splitlines()[-1])
 
 
 P = TypeVar("P", bound=ManagedProcess)
@@ -189,17 +206,32 @@ class ProcessGroup:
         return self._spawn(Daemon, name, ["-m", "orchestrator", "run"], settings, http_port=port)
 
     def service(
-        self, name: str, *, failure_rate: float = FAILURE_RATE, broken: Iterable[str] = ()
+        self,
+        name: str,
+        *,
+        failure_rate: float = FAILURE_RATE,
+        broken: Iterable[str] = (),
+        faults: Iterable[str] = (),
     ) -> Service:
-        """`python -m orchestrator.demo.service NAME` keeping a ledger file; JSON logs from
-        WARNING (retries and dead letters) on its stderr."""
-        ledger = self.workdir / f"{name}.ledger.json"
+        """`python -m orchestrator.demo.service NAME` keeping its journal in a file (the same
+        file for a service started again under the same name); JSON logs from WARNING (retries
+        and dead letters) on its stderr. `faults` are more options of the program, e.g.
+        `--duplicate-replies`."""
+        ledger = self.workdir / f"{name}.journal"
         args = ["-m", "orchestrator.demo.service", name, "--failure-rate", str(failure_rate)]
-        args += ["--ledger", str(ledger)]
+        args += ["--journal", str(ledger), *faults]
         for command in broken:
             args += ["--broken", command]
         env = {"SAGAWIRE_AMQP_URL": self.amqp_url, "SAGAWIRE_LOG_LEVEL": "WARNING"}
         return self._spawn(Service, name, args, env, ledger=ledger)
+
+    def load(self, prefix: str, count: int, rate: float) -> LoadGenerator:
+        """`python -m orchestrator.demo.load`: `count` order sagas at `rate` per second."""
+        args = ["-m", "orchestrator.demo.load", "--prefix", prefix, "--count", str(count)]
+        args += ["--rate", str(rate)]
+        return self._spawn(
+            LoadGenerator, f"load-{prefix}", args, {"SAGAWIRE_AMQP_URL": self.amqp_url}
+        )
 
     def close(self, grace: float = 30.0) -> None:
         """Stop every process: all get SIGTERM at once, then whoever is left after `grace`
@@ -348,6 +380,7 @@ async def publish_raw(
     type: str,  # noqa: A002 - the AMQP property
     correlation_id: str | None = None,
     headers: dict[str, Any] | None = None,
+    content_type: str = p.CONTENT_TYPE_JSON,
 ) -> str:
     """Publish exactly these bytes and properties, bypassing the SDK's encoding, confirmed;
     returns the message id."""
@@ -360,7 +393,7 @@ async def publish_raw(
             aio_pika.Message(
                 body=body,
                 headers=headers or {},
-                content_type=p.CONTENT_TYPE_JSON,
+                content_type=content_type,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message_id,
                 correlation_id=correlation_id,

@@ -9,21 +9,22 @@ import itertools
 import json
 
 import pytest
+from chaos_support import Run, finish, plan, sized
 from e2e_support import (
     E2E_MACHINES,
     PLAN,
     check_outcomes,
     client_broker,
-    header_text,
-    metric_total,
     order_ids,
     publish_raw,
     read_queue,
     start_orders,
     start_shop,
     wait_finished,
+    wait_until,
 )
 
+from orchestrator.adapters import rabbit_dlq
 from participants_sdk import protocol as p
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
@@ -49,92 +50,84 @@ def healthy_ids(prefix: str, count: int) -> list[str]:
     return [i for i in order_ids(prefix, count * 10) if PLAN.failure_for(i) is None][:count]
 
 
-@pytest.mark.timeout(120)
-async def test_bad_input_is_dead_lettered_with_its_reason(clean_broker, database, processes):
-    mongodb_url, store = database
-    (daemon,), services = await start_shop(processes, mongodb_url)
-    url = processes.amqp_url
-    replies, control = p.REPLIES_EXCHANGE, p.CONTROL_EXCHANGE
+NESTED = b"[" * 100_000 + b"]" * 100_000
+INVALID = "invalid_message: "
+GOOD = b'{"payment_id": "pay-1"}'
+REPLY = {"type": "payment_executed", "correlation_id": "ghost"}
+VICTIM = {"correlation_id": "victim"}
 
-    # message id -> (queue it must be dead-lettered from, words its reason must start with)
-    expected: dict[str, tuple[str, str]] = {}
+Expected = dict[str, tuple[str, str]]
+"""message id -> (queue it must be dead-lettered from, words its reason must start with)"""
 
-    async def send(queue: str, reason: str, exchange: str, key: str, body: bytes, **props) -> None:
-        expected[await publish_raw(url, exchange, key, body, **props)] = (queue, reason)
 
-    payment_replies = p.reply_queue("payment")
-    reply = {"type": "payment_executed", "correlation_id": "ghost"}
-    await send(
-        payment_replies,
-        "invalid_message: body is not valid JSON",
-        replies,
-        "payment",
-        b'{"payment_id": ',
-        headers=reply_headers(),
-        **reply,
-    )
-    await send(
-        payment_replies,
-        "unknown_saga: no saga with id 'ghost'",
-        replies,
-        "payment",
-        b'{"payment_id": "pay-1"}',
-        headers=reply_headers(),
-        **reply,
-    )
+async def send_bad_replies(url: str, expected: Expected) -> None:
+    """Thirteen bad replies on the payment reply queue."""
+    queue = p.reply_queue("payment")
+
+    async def bad(reason: str, body: bytes = GOOD, **changes) -> None:
+        props = {**REPLY, "headers": reply_headers(**changes.pop("headers", {})), **changes}
+        message_id = await publish_raw(url, p.REPLIES_EXCHANGE, "payment", body, **props)
+        expected[message_id] = (queue, reason)
+
+    await bad(INVALID + "body is not valid JSON", b'{"payment_id": ')
+    await bad("unknown_saga: no saga with id 'ghost'")
     oversize = json.dumps({"payment_id": "pay-1", "pad": "x" * (p.MAX_BODY_BYTES + 1)}).encode()
-    await send(
-        payment_replies,
-        f"invalid_message: body of {len(oversize)} bytes exceeds the limit",
-        replies,
-        "payment",
-        oversize,
-        headers=reply_headers(),
-        **reply,
+    await bad(INVALID + f"body of {len(oversize)} bytes exceeds the limit", oversize)
+    await bad(
+        INVALID + f"header {p.H_ATTEMPT} must be a positive integer, got 'abc'",
+        headers={p.H_ATTEMPT: "abc"},
     )
-    await send(
-        payment_replies,
-        f"invalid_message: header {p.H_ATTEMPT} must be a positive integer, got 'abc'",
-        replies,
-        "payment",
-        b'{"payment_id": "pay-1"}',
-        headers=reply_headers(**{p.H_ATTEMPT: "abc"}),
-        **reply,
-    )
-    await send(
-        payment_replies,
-        f"invalid_message: header {p.H_STEP} is missing",
-        replies,
-        "payment",
-        b'{"payment_id": "pay-1"}',
-        headers=reply_headers(**{p.H_STEP: None}),
-        **reply,
-    )
-    start = {"machine": "no_such_machine", "saga_id": "stray-1", "data": {}}
-    await send(
-        p.CONTROL_QUEUE,
-        "unknown_machine:",
-        control,
-        p.CONTROL_ROUTING_KEY,
-        json.dumps(start).encode(),
-        type="start",
-        correlation_id="stray-1",
-    )
-    await send(
-        p.CONTROL_QUEUE,
-        "invalid_message: unknown control verb 'explode'",
-        control,
-        p.CONTROL_ROUTING_KEY,
-        b'{"saga_id": "stray-2"}',
-        type="explode",
-        correlation_id="stray-2",
-    )
+    await bad(INVALID + f"header {p.H_STEP} is missing", headers={p.H_STEP: None})
+    await bad(INVALID + "content type 'text/plain'", content_type="text/plain")
+    await bad(INVALID + "body is not valid UTF-8", b'{"payment_id": "\xff\xfe"}')
+    await bad(INVALID + "body is JSON nested too deeply", NESTED)
+    await bad(INVALID + "body must be a JSON object, got list", b'["pay-1"]')
+    await bad(INVALID + "type (the event name) is missing", type="")
+    await bad(INVALID + "correlation_id (the saga id) is missing", correlation_id=None)
+    await bad("invalid: ", headers={p.H_STEP: "teleport"}, **VICTIM)
+    await bad("invalid: ", headers={p.H_MACHINE: "refund_flow"}, **VICTIM)
 
+
+async def send_bad_control(url: str, expected: Expected) -> None:
+    """Six bad control requests."""
+
+    async def bad(reason: str, verb: str, body: dict | bytes) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        message_id = await publish_raw(
+            url, p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY, raw, type=verb, correlation_id="x"
+        )
+        expected[message_id] = (p.CONTROL_QUEUE, reason)
+
+    await bad("unknown_machine:", "start", {"machine": "no_such_machine", "saga_id": "stray-1"})
+    await bad(INVALID + "unknown control verb 'explode'", "explode", {"saga_id": "stray-2"})
+    await bad(INVALID + "invalid start request: machine", "start", {"saga_id": "stray-3"})
+    await bad(INVALID + "invalid retry request", "retry", {"saga_id": "victim"})
+    await bad("unknown_saga:", "abort", {"saga_id": "stray-4", "operator": "ops"})
+    await bad("refused: ", "resume", {"saga_id": "victim", "operator": "ops"})
+
+
+async def dead_letter_problems(url: str, expected: Expected) -> list[str]:
+    """What is not in its DLQ with the reason expected, once they all arrived (or 30 s)."""
     letters = {}
-    for queue in (payment_replies, p.CONTROL_QUEUE):
-        want = sum(1 for q, _ in expected.values() if q == queue)
-        taken = await read_queue(url, p.dead_letter_queue(queue), expect=want, timeout=30)
-        letters.update({letter.message_id: (queue, letter) for letter in taken})
+    connection = await rabbit_dlq.connect(url)
+    try:
+        for queue in sorted({q for q, _ in expected.values()}):
+            want = sum(1 for q, _ in expected.values() if q == queue)
+
+            async def arrived(queue: str = queue, want: int = want) -> list | None:
+                got = await rabbit_dlq.browse(connection, p.dead_letter_queue(queue), limit=None)
+                return got if len(got) >= want else None
+
+            async def seen(queue: str = queue) -> str:
+                got = await rabbit_dlq.browse(connection, p.dead_letter_queue(queue), limit=None)
+                return "\n".join(f"{g.message_id}: {g.reason}" for g in got)
+
+            for letter in await wait_until(
+                arrived, timeout=30, what=f"{want} in {queue}.dlq", diagnose=lambda: ""
+            ):
+                letters[letter.message_id] = (queue, letter)
+    finally:
+        await connection.close()
     problems = []
     for message_id, (queue, reason) in expected.items():
         if message_id not in letters:
@@ -143,27 +136,69 @@ async def test_bad_input_is_dead_lettered_with_its_reason(clean_broker, database
         got_queue, letter = letters[message_id]
         if got_queue != queue or not letter.reason.startswith(reason):
             problems.append(f"{message_id} in {got_queue}.dlq with reason {letter.reason!r}")
-        if header_text(letter.headers, p.H_DEAD_LETTER_QUEUE) != queue:
-            problems.append(f"{message_id}: dead-letter queue header {letter.headers}")
+        if letter.from_queue != queue:
+            problems.append(f"{message_id}: dead-letter queue header says {letter.from_queue}")
+    return problems
+
+
+IGNORED = (
+    'sagawire_messages_total{disposition="stale"}',
+    'sagawire_messages_total{disposition="duplicate"}',
+)
+
+
+def ignored(metrics: dict[str, float]) -> float:
+    return sum(metrics.get(key, 0) for key in IGNORED)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(300)
+async def test_bad_input_is_dead_lettered_with_its_reason(
+    clean_broker, database, processes, report
+):
+    """Twenty kinds of bad input while a load of healthy sagas runs."""
+    mongodb_url, store = database
+    (daemon,), services = await start_shop(processes, mongodb_url)
+    url = processes.amqp_url
+    count = sized(200, 40)
+    ids = order_ids("steady", count)
+    run = Run(processes, store, services, plan([*ids, "victim"]), report)
+    async with client_broker(url) as broker:
+        await start_orders(broker, ["victim"])  # a saga the bad replies below aim at
+    await wait_finished(store, 1, timeout=30, diagnose=processes.tails)
+    load = processes.load("steady", count, sized(40, 20))
+
+    expected: Expected = {}
+    await send_bad_replies(url, expected)
+    await send_bad_control(url, expected)
+    # A reply to a step of the victim that is no longer pending: acked, counted as ignored.
+    ignored_before = ignored(await daemon.metrics())
+    await publish_raw(
+        url, p.REPLIES_EXCHANGE, "payment", GOOD, headers=reply_headers(), **REPLY | VICTIM
+    )
+
+    problems = await dead_letter_problems(url, expected)
     assert not problems, "\n".join(problems) + "\n" + daemon.tail()
 
-    # Still serving: a saga started now goes through.
-    assert daemon.alive, daemon.tail()
-    status, _ = await daemon.get("/readyz")
-    assert status == 200
-    ids = healthy_ids("after-bad-input", 1)
-    async with client_broker(url) as broker:
-        await start_orders(broker, ids)
-    await wait_finished(store, 1, timeout=30, diagnose=processes.tails)
-    await check_outcomes(store, processes, services, {ids[0]: None})
+    async def ignored_counted() -> bool:
+        return ignored(await daemon.metrics()) > ignored_before
 
+    await wait_until(ignored_counted, timeout=10, what="the late reply counted as ignored")
+    await load.summary(timeout=120)
     metrics = await daemon.metrics()
     counted = {
-        kind: metrics.get(f'sagawire_dead_lettered_total{{kind="{kind}"}}', 0)
-        for kind in ("invalid_message", "unknown_saga", "unknown_machine")
+        key.split('"')[1]: value
+        for key, value in metrics.items()
+        if key.startswith("sagawire_dead_lettered_total{")
     }
-    assert counted == {"invalid_message": 5, "unknown_saga": 1, "unknown_machine": 1}, metrics
-    assert metric_total(metrics, "sagawire_dead_lettered_total") == 7
+    assert sum(counted.values()) == len(expected), counted
+    assert daemon.alive, daemon.tail()
+    await finish(
+        run,
+        "bad_input",
+        [],
+        {"kinds": len(expected) + 1, "dead_lettered_by_kind": counted, "late_reply_ignored": 1},
+    )
 
 
 def log_time(record: dict) -> float:
