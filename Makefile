@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit e2e chaos reliability-doc lint typecheck format clean services services-stop
+.PHONY: install demo test unit e2e chaos reliability-doc bench bench-quick lint typecheck format clean services services-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ chaos: $(STAMP) services  ## the reliability suite at full size, then docs/relia
 
 reliability-doc: $(STAMP)  ## docs/reliability.md's table from reports/reliability.json
 	$(PY) scripts/reliability_table.py reports/reliability.json docs/reliability.md
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) services  ## benchmarks, full (under 10 minutes): reports/bench.json and bench.png
+	$(PY) -m bench.run
+
+bench-quick: $(BENCH_STAMP) services  ## benchmarks, quick (under 2 minutes)
+	$(PY) -m bench.run --quick
 
 test: lint typecheck services  ## lint, type check, start the test services, run every test
 	$(PY) -m pytest --durations=10

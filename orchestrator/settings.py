@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     """RabbitMQ, e.g. `amqp://user:password@rabbitmq:5672/vhost`."""
     mongodb_url: str = DEFAULT_MONGODB_URL
     """MongoDB; the database is the URL's path (default `sagawire`)."""
+    store: Literal["mongodb", "memory"] = "mongodb"
+    """`memory` keeps sagas in the process only, lost when it stops: for benchmarks and trials."""
     machines: Path = Path("machines")
     """A folder of machine YAML files, or one file."""
     queue_type: Literal["quorum", "classic"] = "quorum"

@@ -13,11 +13,13 @@ import signal
 
 import structlog
 
+from orchestrator.adapters.memory import MemorySagaStore
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.adapters.rabbitmq import RabbitBroker
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.daemon.http import HealthServer, health_routes
 from orchestrator.machines import MachineRegistry, load_machines
+from orchestrator.ports import SagaStore
 from orchestrator.runtime.system import ActorSystem
 from orchestrator.settings import Settings
 
@@ -48,11 +50,19 @@ async def run_daemon(settings: Settings, *, stop: asyncio.Event | None = None) -
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(broker.close)
-        store = await MongoSagaStore.connect(settings.mongodb_url)
-        stack.push_async_callback(store.close)
-        await store.ensure_indexes()
-        await store.register_definitions(registry)
-        registry = with_stored_versions(registry, await store.stored_definitions())
+        store: SagaStore
+        if settings.store == "memory":
+            log.warning(
+                "memory_store", detail="sagas are kept in this process only and lost at exit"
+            )
+            store = MemorySagaStore()
+        else:
+            mongo = await MongoSagaStore.connect(settings.mongodb_url)
+            stack.push_async_callback(mongo.close)
+            await mongo.ensure_indexes()
+            await mongo.register_definitions(registry)
+            registry = with_stored_versions(registry, await mongo.stored_definitions())
+            store = mongo
         system = ActorSystem(registry, store, broker, settings=settings.runtime())
         http = None
         if settings.http_port:

@@ -68,6 +68,13 @@ class RuntimeCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
+        duration = stats.saga_duration
+        yield HistogramMetricFamily(
+            "sagawire_saga_duration_seconds",
+            "From a saga's start to its outcome, for the sagas this process finished.",
+            buckets=duration.cumulative(),
+            sum_value=duration.total,
+        )
 
 
 def _store_counters(store: object) -> Iterator[Metric]:

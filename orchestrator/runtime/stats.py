@@ -14,9 +14,14 @@ LATENCY_BUCKETS: Final = (
     0.001,
     0.0025,
     0.005,
+    0.0075,
     0.01,
+    0.015,
+    0.02,
     0.025,
+    0.035,
     0.05,
+    0.075,
     0.1,
     0.25,
     0.5,
@@ -57,6 +62,7 @@ class RuntimeStats:
     finished: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     dead_lettered: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     step_latency: Histogram = dataclasses.field(default_factory=Histogram)
+    saga_duration: Histogram = dataclasses.field(default_factory=Histogram)
     commands_published: int = 0
     publishing: int = 0
     """Commands stored and being published right now: the outbox backlog of this process."""
@@ -73,6 +79,7 @@ class RuntimeStats:
         saga = decision.saga
         if saga.status.finished and (before is None or not before.status.finished):
             self.finished[saga.status.value] += 1
+            self.saga_duration.observe((saga.updated_at - saga.created_at).total_seconds())
         if (
             isinstance(message, StepReply)
             and decision.disposition is Disposition.APPLIED

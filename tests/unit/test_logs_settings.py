@@ -84,3 +84,12 @@ def test_library_log_lines_are_redacted_and_only_warnings():
         "level": "warning",
         "timestamp": json.loads(line)["timestamp"],
     }
+
+
+def test_the_store_is_mongodb_unless_memory_is_asked_for(monkeypatch):
+    assert Settings().store == "mongodb"
+    monkeypatch.setenv("SAGAWIRE_STORE", "memory")
+    assert Settings().store == "memory"
+    monkeypatch.setenv("SAGAWIRE_STORE", "redis")
+    with pytest.raises(ValueError, match="store"):
+        Settings()

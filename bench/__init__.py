@@ -1,0 +1,1 @@
+"""Benchmarks: Sagawire against the limits of the same machine, measured in the same run."""

@@ -1,0 +1,86 @@
+"""What the benchmarks share: process figures from /proc, Prometheus histograms, payloads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Shaped like the order machine's commands and replies: a JSON object of about 300 bytes and
+# Sagawire's seven headers.
+PAYLOAD = {
+    "order_id": "o-0000000",
+    "customer_id": "c-0000000",
+    "amount": 42.5,
+    "items": [{"sku": "sku-1", "quantity": 2}, {"sku": "sku-2", "quantity": 1}],
+    "address": "1 Main St, Springfield, 12345",
+    "note": "x" * 120,
+}
+HEADERS = {
+    "x-sagawire-machine": "order",
+    "x-sagawire-version": 1,
+    "x-sagawire-step": "execute_payment",
+    "x-sagawire-visit": 1,
+    "x-sagawire-attempt": 1,
+    "x-sagawire-idempotency-key": "o-0000000:execute_payment:1",
+    "x-sagawire-service": "payment",
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds the process used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of the process now."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text: `name{labels}` exactly as written -> value (comments skipped)."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def histogram(samples: Mapping[str, float], name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of a Prometheus histogram, in order."""
+    prefix = f'{name}_bucket{{le="'
+    buckets = []
+    for key, value in samples.items():
+        if key.startswith(prefix):
+            bound = key[len(prefix) : -2]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), value))
+    return sorted(buckets)
+
+
+def minus(
+    after: list[tuple[float, float]], before: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The observations made between two readings of one histogram."""
+    earlier = dict(before)
+    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile, interpolated linearly inside its bucket (as Prometheus does)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return None

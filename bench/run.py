@@ -1,0 +1,233 @@
+"""Run every benchmark in one go on this machine; print a table, write reports/bench.json.
+
+    python -m bench.run            the full run (make bench)
+    python -m bench.run --quick    fewer sagas, shorter load levels (make bench-quick)
+
+In order: (a) the raw aio-pika round trip, the broker's limit; (b) the store's versioned save
+alone, the database's limit; (c) Sagawire end to end on the memory store and on the MongoDB
+store: steps per second at saturation, then latency at 25/50/75/90% of that load, offered open
+loop. Every figure comes from this run, so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.sagawire import ROOT, Rig
+from orchestrator.testing_services import service_urls
+
+LEVELS = (0.25, 0.5, 0.75, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    raw_sagas: int
+    saturation_sagas: dict[str, int]
+    level_seconds: float
+
+    @property
+    def store_saves(self) -> int:
+        """As many saves as the MongoDB run makes (insert, then four saves per saga): on
+        FerretDB a save slows down as the database grows, so equal sizes compare fairly."""
+        return 4 * self.saturation_sagas["mongodb"]
+
+    @classmethod
+    def of(cls, *, quick: bool) -> Sizes:
+        if quick:
+            return cls(1500, {"memory": 600, "mongodb": 300}, level_seconds=6)
+        return cls(5000, {"memory": 3000, "mongodb": 1000}, level_seconds=20)
+
+
+def _python(*args: str, timeout: float) -> dict[str, Any]:
+    result = subprocess.run(  # noqa: S603 - our interpreter, our modules
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def raw_roundtrip(amqp_url: str, sagas: int, workdir: Path) -> dict[str, Any]:
+    with (workdir / "raw-participant.out").open("wb") as out:
+        participant = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "bench.raw", "participant", amqp_url],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "serving" not in (workdir / "raw-participant.out").read_text():
+            if time.monotonic() > deadline or participant.poll() is not None:
+                raise RuntimeError("the raw participant did not start")
+            time.sleep(0.1)
+        return _python("-m", "bench.raw", "driver", amqp_url, "--sagas", str(sagas), timeout=600)
+    finally:
+        participant.send_signal(signal.SIGTERM)
+        participant.wait(timeout=20)
+
+
+async def sagawire(
+    amqp_url: str, mongodb_url: str, store: str, sizes: Sizes, workdir: Path
+) -> dict[str, Any]:
+    rig = Rig(amqp_url, mongodb_url, store, workdir / store)
+    rig.workdir.mkdir()
+    await rig.start()
+    try:
+        await rig.run_load(50, 1000)  # warm up: connections, imports, first actors
+        saturation = await rig.run_load(sizes.saturation_sagas[store], 100_000)
+        levels = {}
+        for share in LEVELS:
+            rate = share * saturation["sagas_per_s"]
+            count = max(int(rate * sizes.level_seconds), 20)
+            levels[f"{round(share * 100)}%"] = await rig.run_load(count, rate)
+        return {"saturation": saturation, "levels": levels}
+    finally:
+        rig.stop()
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = [
+        ("raw aio-pika round trips/s (a)", report["raw_roundtrip_per_s"]),
+        ("store saves/s (b)", report["store_saves_per_s"]),
+        ("Sagawire, memory store: steps/s (c)", report["memory_steps_per_s"]),
+        ("Sagawire, MongoDB store: steps/s (c)", report["mongo_steps_per_s"]),
+        ("memory vs raw", report["ratio_memory_vs_raw"]),
+        ("mongo vs min(raw, store)", report["ratio_mongo_vs_limit"]),
+        ("p99 step ms at 50% load (MongoDB)", report["p99_step_ms_at_50pct"]),
+        ("p99 step ms at 50% load (memory)", report["p99_step_ms_at_50pct_memory"]),
+    ]
+    lines = [f"{name:<40} {value}" for name, value in rows]
+    for store in ("memory", "mongodb"):
+        lines.append(f"\n{store}: load level -> steps/s, step p50/p95/p99 ms, saga p50/p99 ms")
+        for level, figures in report["sagawire"][store]["levels"].items():
+            step, saga = figures["step_ms"], figures["saga_ms"]
+            lines.append(
+                f"  {level:>4} ({figures['offered_sagas_per_s']:.0f} sagas/s offered): "
+                f"{figures['steps_per_s']} steps/s, step {step['p50']}/{step['p95']}/"
+                f"{step['p99']} ms, saga {saga['p50']}/{saga['p99']} ms"
+            )
+        cpu = report["sagawire"][store]["saturation"]["cpu_s_per_step"]
+        lines.append(
+            "  CPU ms per step: " + ", ".join(f"{k} {v * 1000:.2f}" for k, v in cpu.items())
+        )
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> bool:
+    """Steps/s at saturation next to the limits, and step latency by load level; False
+    when matplotlib is missing (`pip install -e '.[bench]'`)."""
+    try:
+        import matplotlib as mpl  # noqa: PLC0415 - optional
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = ["raw round trips", "store saves", "Sagawire memory", "Sagawire MongoDB"]
+    values = [
+        report["raw_roundtrip_per_s"],
+        report["store_saves_per_s"],
+        report["memory_steps_per_s"],
+        report["mongo_steps_per_s"],
+    ]
+    left.bar(names, values, color=["#888", "#888", "#2a7", "#27a"])
+    left.set_ylabel("per second")
+    left.set_title("Throughput at saturation")
+    left.tick_params(axis="x", labelrotation=15)
+    for store, colour in (("memory", "#2a7"), ("mongodb", "#27a")):
+        levels = report["sagawire"][store]["levels"]
+        shares = [int(level.rstrip("%")) for level in levels]
+        for label, style in (("p50", ":"), ("p99", "-")):
+            right.plot(
+                shares,
+                [levels[level]["step_ms"][label] for level in levels],
+                style,
+                color=colour,
+                marker="o",
+                label=f"{store} {label}",
+            )
+    right.set_xlabel("offered load, % of saturation")
+    right.set_ylabel("step latency, ms")
+    right.set_title("Step latency, open loop")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
+    args = parser.parse_args()
+    sizes = Sizes.of(quick=args.quick)
+    urls = service_urls(ROOT)
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sagawire-bench-") as tmp:
+        workdir = Path(tmp)
+        raw = raw_roundtrip(urls.amqp, sizes.raw_sagas, workdir)
+        print(f"(a) raw round trips: {raw['per_s']:.0f}/s", flush=True)  # noqa: T201
+        store = _python(
+            "-m", "bench.store", urls.mongodb, "--saves", str(sizes.store_saves), timeout=600
+        )
+        print(f"(b) store saves: {store['per_s']:.0f}/s", flush=True)  # noqa: T201
+        runs = {}
+        for kind in ("memory", "mongodb"):
+            runs[kind] = asyncio.run(sagawire(urls.amqp, urls.mongodb, kind, sizes, workdir))
+            steps = runs[kind]["saturation"]["steps_per_s"]
+            print(f"(c) Sagawire on the {kind} store: {steps} steps/s", flush=True)  # noqa: T201
+    memory = runs["memory"]["saturation"]["steps_per_s"]
+    mongo = runs["mongodb"]["saturation"]["steps_per_s"]
+    report = {
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "variant": "quick" if args.quick else "full",
+        "cpus": os.cpu_count(),
+        "raw_roundtrip_per_s": round(raw["per_s"], 1),
+        "store_saves_per_s": round(store["per_s"], 1),
+        "memory_steps_per_s": memory,
+        "mongo_steps_per_s": mongo,
+        "ratio_memory_vs_raw": round(memory / raw["per_s"], 3),
+        "ratio_mongo_vs_limit": round(mongo / min(raw["per_s"], store["per_s"]), 3),
+        "p99_step_ms_at_50pct": runs["mongodb"]["levels"]["50%"]["step_ms"]["p99"],
+        "p99_step_ms_at_50pct_memory": runs["memory"]["levels"]["50%"]["step_ms"]["p99"],
+        "raw": raw,
+        "store": store,
+        "sagawire": runs,
+        "took_s": round(time.monotonic() - began, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(table(report), flush=True)  # noqa: T201
+    png = args.out.with_suffix(".png")
+    if plot(report, png):
+        print(f"plotted {png}", flush=True)  # noqa: T201
+    else:
+        print("no plot: matplotlib is missing (pip install -e '.[bench]')", flush=True)  # noqa: T201
+    print(f"\nwrote {args.out} in {report['took_s']} s", flush=True)  # noqa: T201
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
