@@ -37,6 +37,7 @@ class Sizes:
     raw_sagas: int
     saturation_sagas: dict[str, int]
     level_seconds: float
+    in_flight: int
 
     @property
     def store_saves(self) -> int:
@@ -47,8 +48,8 @@ class Sizes:
     @classmethod
     def of(cls, *, quick: bool) -> Sizes:
         if quick:
-            return cls(1500, {"memory": 600, "mongodb": 300}, level_seconds=6)
-        return cls(5000, {"memory": 3000, "mongodb": 1000}, level_seconds=20)
+            return cls(1500, {"memory": 600, "mongodb": 300}, level_seconds=6, in_flight=2000)
+        return cls(5000, {"memory": 3000, "mongodb": 1000}, level_seconds=20, in_flight=10_000)
 
 
 def _python(*args: str, timeout: float) -> dict[str, Any]:
@@ -105,6 +106,19 @@ async def sagawire(
         rig.stop()
 
 
+async def memory_per_saga(
+    amqp_url: str, mongodb_url: str, count: int, workdir: Path
+) -> dict[str, Any]:
+    """The daemon's RSS per saga in flight, on the memory store with no participant."""
+    rig = Rig(amqp_url, mongodb_url, "memory", workdir / "held")
+    rig.workdir.mkdir()
+    await rig.start(participants=False)
+    try:
+        return await rig.hold(count)
+    finally:
+        rig.stop()
+
+
 def table(report: dict[str, Any]) -> str:
     rows = [
         ("raw aio-pika round trips/s (a)", report["raw_roundtrip_per_s"]),
@@ -115,6 +129,10 @@ def table(report: dict[str, Any]) -> str:
         ("mongo vs min(raw, store)", report["ratio_mongo_vs_limit"]),
         ("p99 step ms at 50% load (MongoDB)", report["p99_step_ms_at_50pct"]),
         ("p99 step ms at 50% load (memory)", report["p99_step_ms_at_50pct_memory"]),
+        (
+            f"daemon RSS per saga, {report['in_flight']['sagas_in_flight']} in flight",
+            report["rss_bytes_per_saga"],
+        ),
     ]
     lines = [f"{name:<40} {value}" for name, value in rows]
     for store in ("memory", "mongodb"):
@@ -198,6 +216,8 @@ def main() -> None:
             runs[kind] = asyncio.run(sagawire(urls.amqp, urls.mongodb, kind, sizes, workdir))
             steps = runs[kind]["saturation"]["steps_per_s"]
             print(f"(c) Sagawire on the {kind} store: {steps} steps/s", flush=True)  # noqa: T201
+        held = asyncio.run(memory_per_saga(urls.amqp, urls.mongodb, sizes.in_flight, workdir))
+        print(f"daemon RSS per saga in flight: {held['rss_bytes_per_saga']} B", flush=True)  # noqa: T201
     memory = runs["memory"]["saturation"]["steps_per_s"]
     mongo = runs["mongodb"]["saturation"]["steps_per_s"]
     report = {
@@ -212,6 +232,8 @@ def main() -> None:
         "ratio_mongo_vs_limit": round(mongo / min(raw["per_s"], store["per_s"]), 3),
         "p99_step_ms_at_50pct": runs["mongodb"]["levels"]["50%"]["step_ms"]["p99"],
         "p99_step_ms_at_50pct_memory": runs["memory"]["levels"]["50%"]["step_ms"]["p99"],
+        "rss_bytes_per_saga": held["rss_bytes_per_saga"],
+        "in_flight": held,
         "raw": raw,
         "store": store,
         "sagawire": runs,

@@ -64,7 +64,7 @@ class Rig:
         self.processes[name] = process
         return process
 
-    async def start(self) -> None:
+    async def start(self, *, participants: bool = True) -> None:
         connection = await aio_pika.connect(self.amqp_url)
         async with connection:
             await delete_queues(connection, topology_queues(SERVICES))
@@ -81,15 +81,17 @@ class Rig:
                 "SAGAWIRE_MAX_LIVE_ACTORS": "200000",
             },
         )
-        self._spawn(
-            "participants",
-            ["-m", "orchestrator.demo.service", *SERVICES, "--failure-rate", "0"],
-            {"SAGAWIRE_AMQP_URL": self.amqp_url},
-        )
+        if participants:
+            self._spawn(
+                "participants",
+                ["-m", "orchestrator.demo.service", *SERVICES, "--failure-rate", "0"],
+                {"SAGAWIRE_AMQP_URL": self.amqp_url},
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ready = await asyncio.to_thread(self._get, "/readyz")
-            serving = "serving" in (self.workdir / "participants.out").read_text()
+            out = self.workdir / "participants.out"
+            serving = not participants or "serving" in out.read_text()
             if ready is not None and serving:
                 return
             await asyncio.sleep(0.2)
@@ -162,6 +164,35 @@ class Rig:
             "cpu_s_per_step": {k: round(v / steps, 6) for k, v in cpu.items()},
             "step_ms": _percentiles(step_latency),
             "saga_ms": _percentiles(saga_latency),
+        }
+
+    async def hold(self, count: int) -> dict[str, Any]:
+        """Start `count` sagas that stay in flight (no participant answers), then the daemon's
+        resident memory per live saga, over what it held before."""
+        self._batch += 1
+        await asyncio.sleep(1)
+        before = self.rss("daemon")
+        began = time.monotonic()
+        self._spawn(
+            f"load{self._batch}",
+            [
+                *("-m", "orchestrator.demo.load", "--prefix", f"h{self._batch}"),
+                *("--count", str(count), "--rate", "100000"),
+            ],
+            {"SAGAWIRE_AMQP_URL": self.amqp_url},
+        )
+        while (await self.metrics()).get("sagawire_live_actors", 0) < count:
+            if time.monotonic() - began > 600:
+                raise RuntimeError(f"{count} sagas were not live in 600 s; see {self.workdir}")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1)
+        after = self.rss("daemon")
+        return {
+            "sagas_in_flight": count,
+            "seconds_to_start": round(time.monotonic() - began, 1),
+            "rss_before_bytes": before,
+            "rss_after_bytes": after,
+            "rss_bytes_per_saga": round((after - before) / count),
         }
 
     def stop(self) -> None:
