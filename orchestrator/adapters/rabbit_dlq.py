@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -141,13 +142,30 @@ async def _holding(connection: AbstractConnection) -> AsyncIterator[_Held]:
     finally:
         try:
             with contextlib.suppress(*t.AMQP_ERRORS):
-                for incoming in held.unsettled():
+                returned = held.unsettled()
+                for incoming in returned:
                     await incoming.nack(requeue=True)
                     # A round trip on the channel after each one: the broker then takes each back
                     # alone, in this order (a batch of returns comes back in no particular order).
                     await held.channel.declare_queue(held.queue, passive=True)
+                if returned:
+                    await _counted_back(held, len(returned))
         finally:
             await t.close_quietly(channel)
+
+
+async def _counted_back(held: _Held, returned: int, *, within: float = 5.0) -> None:
+    """Wait (a bounded time) until the queue counts the messages given back as ready again.
+
+    A quorum queue applies a return after the channel answered, so a count or a read that
+    follows at once could miss a few of them: the next `dlq list` would show fewer.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        declared = await held.channel.declare_queue(held.queue, passive=True)
+        if int(declared.declaration_result.message_count or 0) >= returned:
+            return
+        await asyncio.sleep(0.02)
 
 
 @dataclasses.dataclass
