@@ -297,30 +297,35 @@ class DelayQueues:
 
     def __init__(self, declaring: Callable[[], AbstractAsyncContextManager[Declarer]]) -> None:
         self._declaring = declaring
-        self._declared: set[str] = set()
+        self._routes: set[str] = set()
+        self._delays: set[str] = set()
         self._lock = asyncio.Lock()
 
     async def declared(self, queue: str, bucket_ms: int | None) -> str:
         """The routing key on `retry_exchange(queue)` that delivers to `queue` after `bucket_ms`
         (at once when None), declaring the route and the delay queue first if need be."""
-        name = queue if bucket_ms is None else delay_queue(queue, bucket_ms)
-        if name not in self._declared:
+        if bucket_ms is None:
+            name, declared = queue, self._routes
+        else:
+            name, declared = delay_queue(queue, bucket_ms), self._delays
+        if name not in declared:
             async with self._lock:
-                if name not in self._declared:
+                if name not in declared:
                     async with self._declaring() as declarer:
                         await declarer.retry_route(queue)
                         if bucket_ms is not None:
                             await declarer.delay_queue(queue, bucket_ms)
-                    self._declared.add(name)
+                    declared.add(name)
         return name
 
     @property
     def names(self) -> frozenset[str]:
-        """The delay queues among them."""
-        return frozenset(name for name in self._declared if ".delay." in name)
+        """The delay queues declared so far."""
+        return frozenset(self._delays)
 
     def forget(self, name: str) -> None:
-        self._declared.discard(name)
+        self._routes.discard(name)
+        self._delays.discard(name)
 
 
 def _describe(arguments: Mapping[str, Any]) -> str:

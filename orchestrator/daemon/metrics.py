@@ -13,6 +13,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from orchestrator.runtime.stats import Histogram
 from orchestrator.runtime.system import ActorSystem
 
 
@@ -61,20 +62,22 @@ class RuntimeCollector(Collector):
             value=stats.publishing,
         )
         yield from _store_counters(self._system.store)
-        latency = stats.step_latency
-        yield HistogramMetricFamily(
+        yield _histogram(
             "sagawire_step_latency_seconds",
             "From sending a step's command to applying its reply.",
-            buckets=latency.cumulative(),
-            sum_value=latency.total,
+            stats.step_latency,
         )
-        duration = stats.saga_duration
-        yield HistogramMetricFamily(
+        yield _histogram(
             "sagawire_saga_duration_seconds",
             "From a saga's start to its outcome, for the sagas this process finished.",
-            buckets=duration.cumulative(),
-            sum_value=duration.total,
+            stats.saga_duration,
         )
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, documentation, buckets=histogram.cumulative(), sum_value=histogram.total
+    )
 
 
 def _store_counters(store: object) -> Iterator[Metric]:

@@ -23,24 +23,15 @@ from participants_sdk.dedupe import StoredReply
 
 
 class Journal:
-    """A `DedupeStore` that survives restarts, and counts what it stored."""
+    """A `DedupeStore` that survives restarts; `applied_counts` reads its file back."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._replies: dict[str, StoredReply] = {}
-        self.applied: collections.Counter[str] = collections.Counter()
-        self.rejected = 0
-        for record in read_records(path):
-            self._remember(record)
+        self._replies = {
+            record["key"]: StoredReply(record["event"], record["body"], bool(record["rejected"]))
+            for record in read_records(path)
+        }
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def _remember(self, record: dict[str, Any]) -> None:
-        reply = StoredReply(record["event"], record["body"], bool(record["rejected"]))
-        self._replies[record["key"]] = reply
-        if reply.rejected:
-            self.rejected += 1
-        else:
-            self.applied[record["key"]] += 1
 
     async def get(self, key: str) -> StoredReply | None:
         return self._replies.get(key)
@@ -48,7 +39,7 @@ class Journal:
     async def put(self, key: str, reply: StoredReply) -> None:
         record = {"key": key, "event": reply.event, "body": reply.body, "rejected": reply.rejected}
         os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
-        self._remember(record)
+        self._replies[key] = reply
 
     def close(self) -> None:
         os.close(self._fd)

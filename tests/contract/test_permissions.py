@@ -88,7 +88,11 @@ def as_user(url: str, user: str) -> str:
 def users(urls):
     """(participant URL, daemon URL): users with exactly the permissions the CLI prints."""
     if urls.source != "make services":
-        pytest.skip("creating RabbitMQ users needs rabbitmqctl on the node of `make services`")
+        pytest.fail(
+            "creating RabbitMQ users needs rabbitmqctl on the node of `make services`; these "
+            f"servers come from {urls.source}",
+            pytrace=False,
+        )
     suffix = uuid.uuid4().hex[:8]
     with own_vhost(urls, f"sagawire_perms_{suffix}", REPO) as url:
         vhost = urlsplit(url).path[1:]

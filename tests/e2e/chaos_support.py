@@ -202,17 +202,6 @@ def write_entry(entry: Entry, path: Path | None = None) -> Path:
     return path
 
 
-class Clock:
-    """Wall-clock marks of a scenario (epoch seconds, comparable with `finished_at`)."""
-
-    def __init__(self) -> None:
-        self.began = time.time()
-
-    @staticmethod
-    def now() -> float:
-        return time.time()
-
-
 TIMEOUT_EXTRA_S = 120
 
 
@@ -289,9 +278,17 @@ class Run:
 
 
 async def finish(
-    run: Run, scenario: str, recoveries: list[Recovery], details: dict[str, Any] | None = None
-) -> dict[str, Saga | None]:
-    """Wait for every saga, write the scenario's entry, then assert what it must hold."""
+    run: Run,
+    scenario: str,
+    recoveries: list[Recovery],
+    details: dict[str, Any] | None = None,
+    *,
+    sagas: Mapping[str, Saga | None] | None = None,
+) -> Mapping[str, Saga | None]:
+    """Wait for every saga, write the scenario's entry, then assert what it must hold.
+
+    `sagas`: the run's sagas as the test loaded them once all finished (else loaded here).
+    """
     waited: AssertionError | None = None
     try:
         await wait_finished(
@@ -302,7 +299,8 @@ async def finish(
         )
     except AssertionError as exc:
         waited = exc
-    sagas = await load_sagas(run.store, run.failures)
+    if sagas is None or waited is not None:
+        sagas = await load_sagas(run.store, run.failures)
     finished, lost, wrong = tally(sagas, run.failures)
     for service in run.services.values():
         service.stop()  # the journals are complete once the services stopped

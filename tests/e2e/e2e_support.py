@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import aio_pika
 
+from bench.common import parse_metrics
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.adapters.mongo_queries import counts_by_machine
 from orchestrator.core.saga import Saga, SagaStatus
@@ -268,17 +269,6 @@ async def http_get(port: int, path: str, *, timeout: float = 5.0) -> tuple[int, 
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, body.decode("utf-8", errors="replace")
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text: `name{labels}` exactly as written -> value (comments skipped)."""
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        samples[key] = float(value)
-    return samples
 
 
 def metric_total(samples: Mapping[str, float], name: str) -> float:

@@ -87,6 +87,7 @@ async def test_daemon_sigkilled_five_times(clean_broker, database, processes, re
         Run(processes, store, services, plan(ids), report, began),
         "daemon_sigkill_x5",
         recoveries,
+        sagas=sagas,
     )
 
 
@@ -102,13 +103,15 @@ async def test_three_replicas_one_sigkilled(clean_broker, database, processes, r
     killed = time.time()
     await load.summary(timeout=TIMEOUT)
     await wait_finished(store, SAGAS, timeout=TIMEOUT, diagnose=processes.tails)
-    times = finish_times(await load_sagas(store, ids))
+    sagas = await load_sagas(store, ids)
+    times = finish_times(sagas)
     conflicts = [await _conflicts(d) for d in (daemons[0], daemons[2])]
     await finish(
         Run(processes, store, services, plan(ids), report, began),
         "three_replicas_one_killed",
         [recovery(times, fault_at=killed, restart_at=killed, since=began, fault="SIGKILL")],
         {"version_conflicts_of_survivors": conflicts},
+        sagas=sagas,
     )
 
 
@@ -139,12 +142,14 @@ async def outage(
     back = time.time()
     await load.summary(timeout=TIMEOUT)
     await wait_finished(run.store, SAGAS, timeout=TIMEOUT, diagnose=run.processes.tails)
-    times = finish_times(await load_sagas(run.store, ids))
+    sagas = await load_sagas(run.store, ids)
+    times = finish_times(sagas)
     await finish(
         run,
         scenario,
         [recovery(times, fault_at=stopping, restart_at=back, since=run.began, fault=fault)],
         {"stop_took_s": round(stopped - stopping, 1), "down_s": round(back - stopped, 1)},
+        sagas=sagas,
     )
 
 
@@ -217,6 +222,7 @@ async def test_participant_faults(clean_broker, database, processes, report):
             )
         ],
         {"messages_by_disposition": dispositions, "step_timeouts": timed_out},
+        sagas=sagas,
     )
     assert timed_out > 0, "no reply was late enough to be out of order"
 
@@ -294,5 +300,6 @@ async def test_due_timers_fire_once_after_the_daemon_was_down(
             "timeouts_fired": sum(len(f) for f in fired.values()),
             "timeouts_expected": 2 * waiting,
         },
+        sagas=sagas,
     )
     assert not problems, shorten(problems)
