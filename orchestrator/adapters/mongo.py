@@ -7,7 +7,7 @@
 `mongo_store` holds the store (indexes, batched marks, and the version claims that stand in for
 atomic conditional writes on FerretDB v1, with `projection_checks`); `mongo_documents` the
 document layout and driver errors; `mongo_definitions` the immutable snapshots of machine
-definitions.
+definitions; `mongo_events` the log of the server going away and coming back.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ from orchestrator.adapters.mongo_documents import (
     store_errors,
     to_document,
 )
+from orchestrator.adapters.mongo_events import ServerStateLog
 from orchestrator.adapters.projection_checks import ProjectionChecks
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.saga import Saga, SagaStatus
@@ -139,6 +140,8 @@ class MongoSagaStore:
         """Claims mode: every save is checked after the first delay, a finished one again."""
         self.projection_repairs = 0
         """Claims mode: saga documents found behind their newest claim by a check, and repaired."""
+        self.server_state: ServerStateLog | None = None
+        """Set by `connect()`: the server's losses and returns as the driver saw them."""
         self._closed = False
 
     @classmethod
@@ -156,7 +159,10 @@ class MongoSagaStore:
         """
         where = redact(url)
         try:
-            client: AsyncMongoClient[Document] = AsyncMongoClient(url, tz_aware=True, tzinfo=dt.UTC)
+            events = ServerStateLog(where)
+            client: AsyncMongoClient[Document] = AsyncMongoClient(
+                url, tz_aware=True, tzinfo=dt.UTC, event_listeners=[events]
+            )
         except (PyMongoError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"invalid MongoDB URL {where}: {driver_reason(exc)}") from exc
         try:
@@ -179,13 +185,22 @@ class MongoSagaStore:
             ) from exc
         name = database or client.get_default_database(DEFAULT_DATABASE).name
         ferretdb_v1 = str(build.get("ferretdbVersion", "")).startswith("v1.")
+        options: dict[str, Any] = {}
         if ferretdb_v1 and "maxpoolsize=" not in url.lower():
-            await client.close()
-            client = AsyncMongoClient(
-                url, tz_aware=True, tzinfo=dt.UTC, maxPoolSize=FERRETDB_POOL_SIZE
-            )
+            options["maxPoolSize"] = FERRETDB_POOL_SIZE
             log.info("ferretdb_pool_limited", url=where, max_pool_size=FERRETDB_POOL_SIZE)
-        return cls(client, name, version_claims=ferretdb_v1)
+        if client.options.retry_writes and not _retryable_writes(client):
+            options["retryWrites"] = False
+            log.info("mongodb_retry_writes_off", url=where, reason="standalone server")
+        if options:
+            await client.close()
+            events = ServerStateLog(where)
+            client = AsyncMongoClient(
+                url, tz_aware=True, tzinfo=dt.UTC, event_listeners=[events], **options
+            )
+        store = cls(client, name, version_claims=ferretdb_v1)
+        store.server_state = events
+        return store
 
     async def __aenter__(self) -> Self:
         return self
@@ -485,6 +500,23 @@ class MongoSagaStore:
 
     async def paused_machines(self) -> dict[str, MachinePause]:
         return await mongo_pauses.paused(self._pauses)
+
+
+def _retryable_writes(client: AsyncMongoClient[Document]) -> bool:
+    """Whether the server the client has found can retry writes (a replica set or mongos).
+
+    A standalone server (FerretDB is one) cannot, and there PyMongo 4.20's retry of a write whose
+    first try found the connection pool paused does harm: on the second try it checks out a
+    connection and raises the first try's error from inside that checkout, which the driver takes
+    for a new network error on a current connection. It marks the server unknown and pauses the
+    pool again, right after the monitor made it ready. With many writes waiting for the server
+    after an outage, each return of the server is undone at once, and the store can stay on
+    "connection pool paused" for minutes. With `retryWrites=false` a write fails on its first
+    try, its error is counted stale, and the daemon's own retry writes again once the pool is
+    ready.
+    """
+    servers = client.topology_description.server_descriptions().values()
+    return any(server.retryable_writes_supported for server in servers)
 
 
 async def _close_failed(client: AsyncMongoClient[Document]) -> None:
