@@ -6,7 +6,9 @@
 In order: (a) the raw aio-pika round trip, the broker's limit; (b) the store's versioned save
 alone, the database's limit; (c) Sagawire end to end on the memory store and on the MongoDB
 store: steps per second at saturation, then latency at 25/50/75/90% of that load, offered open
-loop. Every figure comes from this run, so the ratios compare like with like.
+loop. Then the daemon's memory with 10,000 and 100,000 sagas in flight, and the time from a
+restart with 100,000 in flight to the first completion (`bench.restart`). Every figure comes from
+this run, so the ratios compare like with like.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.restart import restart
 from bench.sagawire import ROOT, Rig
 from orchestrator.testing_services import service_urls
 
@@ -37,7 +40,9 @@ class Sizes:
     raw_sagas: int
     saturation_sagas: dict[str, int]
     level_seconds: float
-    in_flight: int
+    in_flight: tuple[int, ...]
+    restart_in_flight: int
+    restart_unpublished: int
 
     @property
     def store_saves(self) -> int:
@@ -48,8 +53,22 @@ class Sizes:
     @classmethod
     def of(cls, *, quick: bool) -> Sizes:
         if quick:
-            return cls(1500, {"memory": 600, "mongodb": 300}, level_seconds=6, in_flight=2000)
-        return cls(5000, {"memory": 3000, "mongodb": 1000}, level_seconds=20, in_flight=10_000)
+            return cls(
+                1500,
+                {"memory": 600, "mongodb": 300},
+                level_seconds=6,
+                in_flight=(2000,),
+                restart_in_flight=10_000,
+                restart_unpublished=50,
+            )
+        return cls(
+            5000,
+            {"memory": 3000, "mongodb": 1000},
+            level_seconds=20,
+            in_flight=(10_000, 100_000),
+            restart_in_flight=100_000,
+            restart_unpublished=200,
+        )
 
 
 def _python(*args: str, timeout: float) -> dict[str, Any]:
@@ -104,17 +123,18 @@ async def sagawire(
         return {"saturation": saturation, "levels": levels}
     finally:
         rig.stop()
+        await rig.drop_database()
 
 
 async def memory_per_saga(
-    amqp_url: str, mongodb_url: str, count: int, workdir: Path
-) -> dict[str, Any]:
+    amqp_url: str, mongodb_url: str, counts: tuple[int, ...], workdir: Path
+) -> list[dict[str, Any]]:
     """The daemon's RSS per saga in flight, on the memory store with no participant."""
     rig = Rig(amqp_url, mongodb_url, "memory", workdir / "held")
     rig.workdir.mkdir()
     await rig.start(participants=False)
     try:
-        return await rig.hold(count)
+        return await rig.hold(counts)
     finally:
         rig.stop()
 
@@ -129,9 +149,16 @@ def table(report: dict[str, Any]) -> str:
         ("mongo vs min(raw, store)", report["ratio_mongo_vs_limit"]),
         ("p99 step ms at 50% load (MongoDB)", report["p99_step_ms_at_50pct"]),
         ("p99 step ms at 50% load (memory)", report["p99_step_ms_at_50pct_memory"]),
+        *(
+            (
+                f"daemon RSS per saga, {held['sagas_in_flight']} in flight (memory store)",
+                f"{held['rss_bytes_per_saga']} B ({held['rss_bytes'] / 2**20:.0f} MiB in all)",
+            )
+            for held in report["in_flight"]
+        ),
         (
-            f"daemon RSS per saga, {report['in_flight']['sagas_in_flight']} in flight",
-            report["rss_bytes_per_saga"],
+            f"restart, {report['restart']['sagas_in_flight']} in flight: first completion s",
+            report["restart_first_completion_s"],
         ),
     ]
     lines = [f"{name:<40} {value}" for name, value in rows]
@@ -217,7 +244,26 @@ def main() -> None:
             steps = runs[kind]["saturation"]["steps_per_s"]
             print(f"(c) Sagawire on the {kind} store: {steps} steps/s", flush=True)  # noqa: T201
         held = asyncio.run(memory_per_saga(urls.amqp, urls.mongodb, sizes.in_flight, workdir))
-        print(f"daemon RSS per saga in flight: {held['rss_bytes_per_saga']} B", flush=True)  # noqa: T201
+        largest = held[-1]
+        print(  # noqa: T201
+            f"daemon RSS per saga, {largest['sagas_in_flight']} in flight: "
+            f"{largest['rss_bytes_per_saga']} B",
+            flush=True,
+        )
+        restarted = asyncio.run(
+            restart(
+                urls.amqp,
+                urls.mongodb,
+                workdir / "restart",
+                sizes.restart_in_flight,
+                sizes.restart_unpublished,
+            )
+        )
+        print(  # noqa: T201
+            f"restart with {restarted['sagas_in_flight']} in flight: first completion after "
+            f"{restarted['start_to_first_completion_s']} s",
+            flush=True,
+        )
     memory = runs["memory"]["saturation"]["steps_per_s"]
     mongo = runs["mongodb"]["saturation"]["steps_per_s"]
     report = {
@@ -232,8 +278,11 @@ def main() -> None:
         "ratio_mongo_vs_limit": round(mongo / min(raw["per_s"], store["per_s"]), 3),
         "p99_step_ms_at_50pct": runs["mongodb"]["levels"]["50%"]["step_ms"]["p99"],
         "p99_step_ms_at_50pct_memory": runs["memory"]["levels"]["50%"]["step_ms"]["p99"],
-        "rss_bytes_per_saga": held["rss_bytes_per_saga"],
+        "rss_bytes_per_saga": largest["rss_bytes_per_saga"],
+        "rss_bytes_at_largest": largest["rss_bytes"],
         "in_flight": held,
+        "restart_first_completion_s": restarted["start_to_first_completion_s"],
+        "restart": restarted,
         "raw": raw,
         "store": store,
         "sagawire": runs,

@@ -25,6 +25,7 @@ from typing import Any
 import aio_pika
 
 from bench.common import cpu_seconds, histogram, minus, parse_metrics, quantile, rss_bytes
+from orchestrator.adapters.mongo_store import MongoSagaStore
 from orchestrator.testing_backends import delete_queues, topology_queues
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,10 +65,30 @@ class Rig:
         self.processes[name] = process
         return process
 
-    async def start(self, *, participants: bool = True) -> None:
+    async def start(self, *, participants: bool = True, daemon: bool = True) -> None:
+        """Fresh queues, then the processes asked for, once they serve."""
         connection = await aio_pika.connect(self.amqp_url)
         async with connection:
             await delete_queues(connection, topology_queues(SERVICES))
+        if participants:
+            self._spawn(
+                "participants",
+                ["-m", "orchestrator.demo.service", *SERVICES, "--failure-rate", "0"],
+                {"SAGAWIRE_AMQP_URL": self.amqp_url},
+            )
+        if daemon:
+            self.start_daemon()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = not daemon or await asyncio.to_thread(self._get, "/readyz") is not None
+            out = self.workdir / "participants.out"
+            serving = not participants or "serving" in out.read_text()
+            if ready and serving:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"the rig did not start; see {self.workdir}")
+
+    def start_daemon(self) -> None:
         self._spawn(
             "daemon",
             ["-m", "orchestrator", "run"],
@@ -77,25 +98,16 @@ class Rig:
                 "SAGAWIRE_STORE": self.store,
                 "SAGAWIRE_MACHINES": str(MACHINES),
                 "SAGAWIRE_HTTP_PORT": str(self.port),
-                "SAGAWIRE_LOG_LEVEL": "WARNING",
+                "SAGAWIRE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
                 "SAGAWIRE_MAX_LIVE_ACTORS": "200000",
+                # Every saga stays an actor in memory for as long as the bench runs.
+                "SAGAWIRE_PASSIVATE_AFTER": "3600",
             },
         )
-        if participants:
-            self._spawn(
-                "participants",
-                ["-m", "orchestrator.demo.service", *SERVICES, "--failure-rate", "0"],
-                {"SAGAWIRE_AMQP_URL": self.amqp_url},
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready = await asyncio.to_thread(self._get, "/readyz")
-            out = self.workdir / "participants.out"
-            serving = not participants or "serving" in out.read_text()
-            if ready is not None and serving:
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"the rig did not start; see {self.workdir}")
+
+    async def ready(self) -> bool:
+        """The daemon's readiness probe answers: it has started and recovered."""
+        return await asyncio.to_thread(self._get, "/readyz") is not None
 
     def _get(self, path: str) -> str | None:
         try:
@@ -110,20 +122,26 @@ class Rig:
             raise RuntimeError("the daemon's /metrics did not answer")
         return parse_metrics(text)
 
+    async def metrics_or_none(self) -> dict[str, float] | None:
+        """The daemon's metrics, or None while its HTTP server is not up yet."""
+        text = await asyncio.to_thread(self._get, "/metrics")
+        return None if text is None else parse_metrics(text)
+
     def cpu(self) -> dict[str, float]:
         return {name: cpu_seconds(p.pid) for name, p in self.processes.items() if p.poll() is None}
 
     def rss(self, name: str) -> int:
         return rss_bytes(self.processes[name].pid)
 
-    async def _finished(self) -> float:
+    async def finished(self) -> float:
+        """Sagas the daemon has finished since it started."""
         samples = await self.metrics()
         return sum(v for k, v in samples.items() if k.startswith("sagawire_sagas_finished_total"))
 
     async def run_load(self, count: int, rate: float) -> dict[str, Any]:
         """Start `count` sagas at `rate` per second; wait until all finished. Figures."""
         self._batch += 1
-        done_before = await self._finished()
+        done_before = await self.finished()
         before, cpu_before = await self.metrics(), self.cpu()
         began = time.monotonic()
         load = self._spawn(
@@ -135,7 +153,7 @@ class Rig:
             {"SAGAWIRE_AMQP_URL": self.amqp_url},
         )
         load_cpu = 0.0
-        while await self._finished() < done_before + count:
+        while await self.finished() < done_before + count:
             if load.poll() is None:
                 load_cpu = cpu_seconds(load.pid)
             if time.monotonic() - began > 600:
@@ -166,9 +184,9 @@ class Rig:
             "saga_ms": _percentiles(saga_latency),
         }
 
-    async def hold(self, count: int) -> dict[str, Any]:
-        """Start `count` sagas that stay in flight (no participant answers), then the daemon's
-        resident memory per live saga, over what it held before."""
+    async def hold(self, counts: tuple[int, ...]) -> list[dict[str, Any]]:
+        """Start sagas that stay in flight (no participant answers) up to each of `counts`, and
+        the daemon's resident memory per live saga there, over what it held before."""
         self._batch += 1
         await asyncio.sleep(1)
         before = self.rss("daemon")
@@ -177,23 +195,37 @@ class Rig:
             f"load{self._batch}",
             [
                 *("-m", "orchestrator.demo.load", "--prefix", f"h{self._batch}"),
-                *("--count", str(count), "--rate", "100000"),
+                *("--count", str(max(counts)), "--rate", "1000000"),
             ],
             {"SAGAWIRE_AMQP_URL": self.amqp_url},
         )
-        while (await self.metrics()).get("sagawire_live_actors", 0) < count:
-            if time.monotonic() - began > 600:
-                raise RuntimeError(f"{count} sagas were not live in 600 s; see {self.workdir}")
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(1)
-        after = self.rss("daemon")
-        return {
-            "sagas_in_flight": count,
-            "seconds_to_start": round(time.monotonic() - began, 1),
-            "rss_before_bytes": before,
-            "rss_after_bytes": after,
-            "rss_bytes_per_saga": round((after - before) / count),
-        }
+        held = []
+        for count in sorted(counts):
+            while (await self.metrics()).get("sagawire_live_actors", 0) < count:
+                if time.monotonic() - began > 900:
+                    raise RuntimeError(f"{count} sagas were not live in 900 s; see {self.workdir}")
+                await asyncio.sleep(0.2)
+            rss = self.rss("daemon")
+            held.append(
+                {
+                    "sagas_in_flight": count,
+                    "seconds_to_start": round(time.monotonic() - began, 1),
+                    "rss_before_bytes": before,
+                    "rss_bytes": rss,
+                    "rss_bytes_per_saga": round((rss - before) / count),
+                }
+            )
+        return held
+
+    async def drop_database(self) -> None:
+        """Drop the rig's database (FerretDB keeps a file per database)."""
+        if self.store != "mongodb":
+            return
+        store = await MongoSagaStore.connect(self.mongodb_url)
+        try:
+            await store.client.drop_database(store.database.name)
+        finally:
+            await store.close()
 
     def stop(self) -> None:
         for process in self.processes.values():

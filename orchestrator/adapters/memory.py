@@ -40,11 +40,11 @@ class MemorySagaStore:
         async with self._lock:
             if saga.saga_id in self._sagas:
                 raise SagaExists(saga.saga_id)
-            stored = saga.fork()
-            stored.version = 1
-            self._sagas[saga.saga_id] = stored
+            kept = saga.fork()
+            kept.version = 1
+            self._sagas[saga.saga_id] = kept
             self.writes += 1
-            return stored.fork()
+            return saga.with_version(1)
 
     async def save(self, saga: Saga) -> Saga:
         self._check()
@@ -52,11 +52,11 @@ class MemorySagaStore:
             current = self._sagas.get(saga.saga_id)
             if current is None or current.version != saga.version:
                 raise VersionConflict(saga.saga_id, saga.version)
-            stored = saga.fork()
-            stored.version = saga.version + 1
-            self._sagas[saga.saga_id] = stored
+            kept = saga.fork()
+            kept.version = saga.version + 1
+            self._sagas[saga.saga_id] = kept
             self.writes += 1
-            return stored.fork()
+            return saga.with_version(kept.version)
 
     async def mark_published(self, saga_id: str, version: int) -> None:
         self._check()

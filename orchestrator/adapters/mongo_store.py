@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from typing import Any, Final, Self
 
 import pymongo
@@ -67,10 +68,15 @@ log = structlog.get_logger("sagawire.store")
 
 
 DEFAULT_DATABASE: Final = "sagawire"
+MARK_DELAY: Final = 1.0
+"""Seconds a `mark_published` waits before it is written. A save of a newer version of the saga
+in the meantime makes it moot (that version's document holds only the commands not yet
+published), and it is dropped unwritten: under load most steps are answered well within a
+second, so most marks are never written."""
 MARK_INTERVAL: Final = 0.02
-"""Seconds a `mark_published` may wait to be written together with others."""
+"""Seconds a cleanup of old version claims may wait to be written together with others."""
 MARK_BATCH: Final = 500
-"""Queued marks that trigger a write at once."""
+"""Queued marks that trigger a write at once, due or not."""
 FERRETDB_POOL_SIZE: Final = 10
 """Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`. Its SQLite backend
 writes one transaction at a time: many more concurrent writers only queue in SQLite's busy
@@ -124,6 +130,10 @@ class MongoSagaStore:
         self.round_trips = 0
         """Database calls that write sagas or claims, successful or not."""
         self._marks: dict[str, int] = {}
+        self._marked_at: dict[str, float] = {}
+        """When each queued mark was first queued (monotonic), oldest first."""
+        self.marks_dropped = 0
+        """Marks made moot by a newer save before they were due, never written."""
         self._marks_writing: dict[str, int] = {}
         self._old_claims: set[str] = set()
         self._queued = asyncio.Event()
@@ -240,8 +250,7 @@ class MongoSagaStore:
         return saga
 
     async def insert(self, saga: Saga) -> Saga:
-        stored = saga.fork()
-        stored.version = 1
+        stored = saga.with_version(1)
         self.round_trips += 1
         with store_errors("insert saga", saga.saga_id):
             try:
@@ -252,8 +261,7 @@ class MongoSagaStore:
         return stored
 
     async def save(self, saga: Saga) -> Saga:
-        stored = saga.fork()
-        stored.version = saga.version + 1
+        stored = saga.with_version(saga.version + 1)
         document = to_document(stored)
         with store_errors("save saga", saga.saga_id):
             if self.version_claims:
@@ -268,6 +276,7 @@ class MongoSagaStore:
                     # the two apart would cost a second call.
                     raise VersionConflict(saga.saga_id, saga.version)
                 self.writes += 1
+        self._drop_mark(saga.saga_id, stored.version)
         return stored
 
     async def mark_published(self, saga_id: str, version: int) -> None:
@@ -275,7 +284,15 @@ class MongoSagaStore:
             raise StoreError("the MongoDB saga store is closed")
         if self._marks.get(saga_id, 0) < version:
             self._marks[saga_id] = version
+            self._marked_at.setdefault(saga_id, time.monotonic())
         self._wake_flusher(len(self._marks))
+
+    def _drop_mark(self, saga_id: str, saved: int) -> None:
+        """A save of version `saved` makes a queued mark of an older version moot."""
+        if self._marks.get(saga_id, saved) < saved:
+            del self._marks[saga_id]
+            del self._marked_at[saga_id]
+            self.marks_dropped += 1
 
     async def due(self, now: dt.datetime, limit: int) -> list[str]:
         if limit <= 0:
@@ -297,10 +314,11 @@ class MongoSagaStore:
 
     # -- batched marks, lifecycle -------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Write every queued mark and claim clean-up now; `StoreError` (queue kept) on failure."""
+    async def flush(self, *, due_only: bool = False) -> None:
+        """Write the queued marks (every one, or with `due_only` those that waited `MARK_DELAY`)
+        and claim clean-ups now; `StoreError` (queue kept) on failure."""
         async with self._flush_lock:
-            marks, self._marks = self._marks, {}
+            marks = self._take_marks(due_only=due_only)
             old_claims, self._old_claims = self._old_claims, set()
             self._marks_writing = marks
             try:
@@ -331,9 +349,11 @@ class MongoSagaStore:
             except BaseException:
                 # Failed, or cancelled by close(): keep what is unwritten for the next try. Doing a
                 # mark twice is harmless: each one is guarded by its version.
+                now = time.monotonic()
                 for saga_id, version in marks.items():
                     if self._marks.get(saga_id, 0) < version:
                         self._marks[saga_id] = version
+                        self._marked_at.setdefault(saga_id, now)
                 self._old_claims |= old_claims
                 self._queued.set()
                 raise
@@ -367,17 +387,49 @@ class MongoSagaStore:
                 self._flush_loop(), name="sagawire-mongo-marks"
             )
 
+    def _take_marks(self, *, due_only: bool) -> dict[str, int]:
+        """Remove and return the queued marks to write now."""
+        if not due_only or len(self._marks) >= MARK_BATCH:
+            taken, self._marks = self._marks, {}
+            self._marked_at = {}
+            return taken
+        cutoff = time.monotonic() - MARK_DELAY
+        taken = {}
+        for saga_id, at in list(self._marked_at.items()):
+            if at > cutoff:
+                break
+            taken[saga_id] = self._marks.pop(saga_id)
+            del self._marked_at[saga_id]
+        return taken
+
+    def _next_flush_in(self) -> float | None:
+        """Seconds until something queued is due to be written; None when nothing is queued."""
+        waits = []
+        if len(self._marks) >= MARK_BATCH:
+            return 0.0
+        if self._old_claims:
+            waits.append(MARK_INTERVAL)
+        if self._marked_at:
+            oldest = next(iter(self._marked_at.values()))
+            waits.append(max(oldest + MARK_DELAY - time.monotonic(), 0.0))
+        return min(waits, default=None)
+
     async def _flush_loop(self) -> None:
         while True:
             await self._queued.wait()
-            if len(self._marks) < MARK_BATCH:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(MARK_INTERVAL):
-                        await self._full.wait()
             self._queued.clear()
+            wait = self._next_flush_in()
+            if wait is None:
+                continue
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._full.wait()
             self._full.clear()
             try:
-                await self.flush()
+                await self.flush(due_only=True)
+                if self._marks or self._old_claims:
+                    self._queued.set()  # not due yet: come back when they are
             except StoreError as exc:
                 # Kept for the next round; meanwhile at worst an outbox is published twice.
                 log.warning("mark_published_failed", marks=len(self._marks), error=str(exc))

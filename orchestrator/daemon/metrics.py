@@ -86,6 +86,11 @@ def _store_counters(store: object) -> Iterator[Metric]:
         ("writes", "sagawire_store_writes", "Saga and version-claim documents written."),
         ("round_trips", "sagawire_store_round_trips", "Database calls that write sagas."),
         (
+            "marks_dropped",
+            "sagawire_store_marks_dropped",
+            "Outbox marks never written: a newer save of the saga came first.",
+        ),
+        (
             "projection_repairs",
             "sagawire_store_documents_repaired",
             "Saga documents found behind their newest version claim and rewritten (FerretDB).",

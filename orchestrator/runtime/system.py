@@ -102,9 +102,16 @@ class ActorSystem:
         return sorted({service for d in self.registry for service in d.services()})
 
     async def start(self, *, consume: bool = True) -> None:
+        """Declare the topology, consume, then recover; ready once recovered.
+
+        Replies and control requests are consumed before the recovery's queries run: on a
+        database that scans for them (FerretDB has no secondary indexes) those take time in
+        proportion to the sagas stored, and the sagas with messages waiting need none of it.
+        An actor publishes its saga's leftover outbox itself when it first loads the saga, so
+        the two cannot step on each other.
+        """
         await self.broker.declare_topology(self.services())
         self.timers.start()
-        await self.recover()
         if consume:
             for service in self.services():
                 self._subscriptions.append(
@@ -119,6 +126,7 @@ class ActorSystem:
                     protocol.CONTROL_QUEUE, self._on_control, prefetch=self.settings.prefetch
                 )
             )
+        await self.recover()
         self._loops = [
             asyncio.create_task(self._sweep_loop(), name="sagawire-sweeper"),
             asyncio.create_task(self._passivation_loop(), name="sagawire-passivation"),

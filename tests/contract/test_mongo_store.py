@@ -11,7 +11,7 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.adapters.mongo_store import SAGA_INDEXES
+from orchestrator.adapters.mongo_store import MARK_DELAY, SAGA_INDEXES
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.saga import SagaStatus
 from orchestrator.errors import ConfigurationError, DefinitionChanged, StoreError, VersionConflict
@@ -210,6 +210,31 @@ async def test_marks_are_written_in_the_background(mongo_store, make_saga):
     stored = await raw.find_one({"_id": "saga-1"})
     assert stored["outbox"] == []
     assert "outbox_pending" not in stored
+
+
+async def test_a_mark_is_written_only_after_its_delay(mongo_store, make_saga):
+    await mongo_store.insert(make_saga())
+    queued = time.monotonic()
+    await mongo_store.mark_published("saga-1", 1)
+    raw = mongo_store.database["sagas"]
+    while (await raw.find_one({"_id": "saga-1"}))["outbox"]:
+        assert time.monotonic() - queued < MARK_DELAY + 5, "the mark was never written"
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - queued >= MARK_DELAY
+
+
+async def test_a_newer_save_drops_the_queued_mark_unwritten(mongo_store, make_saga):
+    stored = await mongo_store.insert(make_saga())
+    await mongo_store.mark_published("saga-1", 1)
+    stored.outbox = []  # published: the next version holds only newer commands
+    await mongo_store.save(stored)
+    writes = mongo_store.writes
+
+    await mongo_store.flush()
+
+    assert mongo_store.marks_dropped == 1
+    assert mongo_store.writes == writes
+    assert (await mongo_store.load("saga-1")).version == 2
 
 
 class FailingOnce:

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from conftest import build_saga
+from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from orchestrator.adapters.mongo import MongoSagaStore
@@ -167,7 +168,7 @@ def test_show_json_is_the_stored_saga(url):
     assert shown["status"] == "failed"
     assert shown["flagged"].startswith("compensation of execute_payment failed")
     assert [entry["event"] for entry in shown["history"]] == ["started", "out_of_stock"]
-    assert isinstance(HistoryEntry.model_validate(shown["history"][0]), HistoryEntry)
+    assert isinstance(TypeAdapter(HistoryEntry).validate_python(shown["history"][0]), HistoryEntry)
 
 
 def test_show_an_unknown_saga_exits_1_and_says_so(url):

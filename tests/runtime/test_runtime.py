@@ -12,7 +12,7 @@ from runtime_support import order, scripted, serve_shop
 
 from orchestrator.core.saga import SagaStatus
 from orchestrator.demo.participants import FaultPlan, Ledger
-from orchestrator.runtime.system import RuntimeSettings
+from orchestrator.runtime.system import ActorSystem, RuntimeSettings
 from orchestrator.testing import SagaHarness, ScriptedService
 from participants_sdk import protocol
 
@@ -139,7 +139,6 @@ async def test_concurrent_writer_conflict_loses_nothing(
 async def test_two_replicas_on_the_same_queues(make_harness, registry) -> None:
     async with make_harness() as h:
         plan, ledger = await serve_shop(h)
-        from orchestrator.runtime.system import ActorSystem  # noqa: PLC0415
 
         second = ActorSystem(
             registry, h.store, await h.connect(), clock=h.clock, settings=h.settings
@@ -309,3 +308,55 @@ async def test_a_paused_machine_refuses_new_sagas_while_running_ones_go_on(make_
         assert await h.store.resume_machine("order")
         await h.start("order", order("p-2"), "p-2")
         assert (await h.saga("p-2")).state == "execute_payment"
+
+
+class SlowRecoveryStore:
+    """The harness's store, but `with_outbox` waits until `opened` is set, as a recovery query
+    does on a database that scans every saga document for it."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.asked = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def with_outbox(self, limit: int) -> list[str]:
+        self.asked.set()
+        await self.opened.wait()
+        return await self._store.with_outbox(limit)
+
+
+async def test_a_restarted_runtime_consumes_replies_while_it_recovers(
+    harness: SagaHarness, manual: dict[str, ScriptedService], registry
+) -> None:
+    await harness.start("order", order("o-11"), "o-11")
+    command = await manual["payment"].next_command()
+    await harness.crash()
+    # Answered while no runtime runs: the reply waits in the queue.
+    await manual["payment"].reply(command, "payment_executed", {"payment_id": "p-11"})
+    store = SlowRecoveryStore(harness.store)
+    connection = await harness.connect()
+    system = ActorSystem(
+        registry, store, connection, clock=harness.clock, settings=harness.settings
+    )
+    starting = asyncio.create_task(system.start())
+    try:
+        await asyncio.wait_for(store.asked.wait(), timeout=5)
+        for _ in range(1000):  # up to 10 s
+            if (await harness.store.load("o-11")).state == "prepare_order":
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the waiting reply was not applied while recovery ran")
+        assert not starting.done()
+        assert not system.ready  # ready means recovered too
+        store.opened.set()
+        await asyncio.wait_for(starting, timeout=10)
+        assert system.ready
+    finally:
+        store.opened.set()
+        await starting
+        await system.stop()
+        await connection.close()
