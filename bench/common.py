@@ -36,6 +36,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+SERVERS = {"beam.smp": "rabbitmq", "ferretdb": "ferretdb"}
+"""Process names (`/proc/<pid>/comm`) of the servers, and what the reports call them."""
+
+
+def server_pids() -> dict[str, int]:
+    """The pids of the RabbitMQ and FerretDB servers running on this machine."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue  # gone meanwhile
+            if name in SERVERS:
+                found[SERVERS[name]] = int(entry.name)
+    return found
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of the process now."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE

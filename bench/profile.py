@@ -1,9 +1,10 @@
 """Profile the daemon under load: py-spy samples it while saturating sagas run.
 
-    python -m bench.profile [--store memory|mongodb] [--sagas 2000]
+    python -m bench.profile [--store memory|mongodb] [--process daemon|participants] [--sagas 2000]
 
 Prints the functions that hold the most samples, on their own (self) and with what they call
-(total), and writes the collapsed stacks to reports/profile-<store>.txt (flame graph input).
+(total), and writes the collapsed stacks to reports/profile-<process>-<store>.txt (flame graph
+input).
 Needs py-spy (`pip install -e '.[bench]'`).
 """
 
@@ -70,7 +71,7 @@ def _record(spy: str, pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def profile(store: str, sagas: int) -> None:
+async def profile(store: str, process: str, sagas: int) -> None:
     urls = service_urls(ROOT)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     with tempfile.TemporaryDirectory(prefix="sagawire-profile-") as tmp:
@@ -78,9 +79,9 @@ async def profile(store: str, sagas: int) -> None:
         await rig.start()
         try:
             await rig.run_load(50, 1000)
-            out = ROOT / "reports" / f"profile-{store}.txt"
+            out = ROOT / "reports" / f"profile-{process}-{store}.txt"
             out.parent.mkdir(exist_ok=True)
-            recorder = _record(spy, rig.processes["daemon"].pid, out)
+            recorder = _record(spy, rig.processes[process].pid, out)
             figures = await rig.run_load(sagas, 100_000)
             recorder.send_signal(signal.SIGINT)
             recorder.wait(timeout=60)
@@ -93,9 +94,10 @@ async def profile(store: str, sagas: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", choices=["memory", "mongodb"], default="memory")
+    parser.add_argument("--process", choices=["daemon", "participants"], default="daemon")
     parser.add_argument("--sagas", type=int, default=2000)
     args = parser.parse_args()
-    asyncio.run(profile(args.store, args.sagas))
+    asyncio.run(profile(args.store, args.process, args.sagas))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_seconds, server_pids
 from bench.restart import restart
-from bench.sagawire import ROOT, Rig
+from bench.sagawire import ROOT, Rig, patient_machines
 from orchestrator.testing_services import service_urls
 
 LEVELS = (0.25, 0.5, 0.75, 0.9)
@@ -100,7 +101,19 @@ def raw_roundtrip(amqp_url: str, sagas: int, workdir: Path) -> dict[str, Any]:
             if time.monotonic() > deadline or participant.poll() is not None:
                 raise RuntimeError("the raw participant did not start")
             time.sleep(0.1)
-        return _python("-m", "bench.raw", "driver", amqp_url, "--sagas", str(sagas), timeout=600)
+        servers = server_pids()
+        before = {name: cpu_seconds(pid) for name, pid in servers.items()}
+        participant_before = cpu_seconds(participant.pid)
+        figures = _python("-m", "bench.raw", "driver", amqp_url, "--sagas", str(sagas), timeout=600)
+        cpu = {
+            "driver": figures["driver_cpu_s"],
+            "participant": cpu_seconds(participant.pid) - participant_before,
+            **{name: cpu_seconds(pid) - before[name] for name, pid in servers.items()},
+        }
+        figures["cpu_s_per_round_trip"] = {
+            name: round(value / figures["round_trips"], 6) for name, value in cpu.items()
+        }
+        return figures
     finally:
         participant.send_signal(signal.SIGTERM)
         participant.wait(timeout=20)
@@ -130,7 +143,13 @@ async def memory_per_saga(
     amqp_url: str, mongodb_url: str, counts: tuple[int, ...], workdir: Path
 ) -> list[dict[str, Any]]:
     """The daemon's RSS per saga in flight, on the memory store with no participant."""
-    rig = Rig(amqp_url, mongodb_url, "memory", workdir / "held")
+    rig = Rig(
+        amqp_url,
+        mongodb_url,
+        "memory",
+        workdir / "held",
+        machines=patient_machines(workdir / "patient"),
+    )
     rig.workdir.mkdir()
     await rig.start(participants=False)
     try:
@@ -162,6 +181,11 @@ def table(report: dict[str, Any]) -> str:
         ),
     ]
     lines = [f"{name:<40} {value}" for name, value in rows]
+    raw_cpu = report["raw"]["cpu_s_per_round_trip"]
+    lines.append(
+        "\nraw: CPU ms per round trip: "
+        + ", ".join(f"{k} {v * 1000:.2f}" for k, v in raw_cpu.items())
+    )
     for store in ("memory", "mongodb"):
         lines.append(f"\n{store}: load level -> steps/s, step p50/p95/p99 ms, saga p50/p99 ms")
         for level, figures in report["sagawire"][store]["levels"].items():
