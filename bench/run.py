@@ -55,17 +55,17 @@ class Sizes:
     def of(cls, *, quick: bool) -> Sizes:
         if quick:
             return cls(
-                1500,
+                1200,
                 {"memory": 600, "mongodb": 300},
-                level_seconds=6,
+                level_seconds=5,
                 in_flight=(2000,),
-                restart_in_flight=10_000,
+                restart_in_flight=5000,
                 restart_unpublished=50,
             )
         return cls(
-            5000,
+            4000,
             {"memory": 3000, "mongodb": 1000},
-            level_seconds=20,
+            level_seconds=15,
             in_flight=(10_000, 100_000),
             restart_in_flight=100_000,
             restart_unpublished=200,
