@@ -45,8 +45,8 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) services  ## benchmarks, full (under 10 minutes): reports/bench.json and bench.png
 	$(PY) -m bench.run
 
-bench-quick: $(BENCH_STAMP) services  ## benchmarks, quick (under 2 minutes)
-	$(PY) -m bench.run --quick
+bench-quick: $(BENCH_STAMP) services  ## benchmarks, quick (under 2 minutes): reports/bench-quick.json
+	$(PY) -m bench.run --quick --out reports/bench-quick.json
 
 test: lint typecheck services  ## lint, type check, start the test services, run every test
 	$(PY) -m pytest --durations=10

@@ -119,6 +119,18 @@ def raw_roundtrip(amqp_url: str, sagas: int, workdir: Path) -> dict[str, Any]:
         participant.wait(timeout=20)
 
 
+def store_saves(mongodb_url: str, saves: int) -> dict[str, Any]:
+    """(b), with the database server's CPU seconds per save."""
+    servers = server_pids()
+    before = {name: cpu_seconds(pid) for name, pid in servers.items()}
+    figures = _python("-m", "bench.store", mongodb_url, "--saves", str(saves), timeout=600)
+    figures["server_cpu_s_per_save"] = {
+        name: round((cpu_seconds(pid) - before[name]) / figures["saves"], 6)
+        for name, pid in servers.items()
+    }
+    return figures
+
+
 async def sagawire(
     amqp_url: str, mongodb_url: str, store: str, sizes: Sizes, workdir: Path
 ) -> dict[str, Any]:
@@ -258,9 +270,7 @@ def main() -> None:
         workdir = Path(tmp)
         raw = raw_roundtrip(urls.amqp, sizes.raw_sagas, workdir)
         print(f"(a) raw round trips: {raw['per_s']:.0f}/s", flush=True)  # noqa: T201
-        store = _python(
-            "-m", "bench.store", urls.mongodb, "--saves", str(sizes.store_saves), timeout=600
-        )
+        store = store_saves(urls.mongodb, sizes.store_saves)
         print(f"(b) store saves: {store['per_s']:.0f}/s", flush=True)  # noqa: T201
         runs = {}
         for kind in ("memory", "mongodb"):
