@@ -163,6 +163,7 @@ class RabbitMongoBackend:
         self.database = database or f"sagawire_harness_{uuid.uuid4().hex[:8]}"
         self._store: MongoSagaStore | None = None
         self._admin: aio_pika.abc.AbstractConnection | None = None
+        self._queues: list[str] = []
         self._admin_channel: aio_pika.abc.AbstractChannel | None = None
         self._connections: list[_TrackedConnection] = []
 
@@ -174,7 +175,8 @@ class RabbitMongoBackend:
 
     async def start(self, services: Iterable[str]) -> None:
         self._admin = await aio_pika.connect(self.amqp_url, timeout=10)
-        await delete_queues(self._admin, topology_queues(services))
+        self._queues = topology_queues(services)
+        await delete_queues(self._admin, self._queues)
         self._store = await MongoSagaStore.connect(self.mongodb_url, self.database)
         await self._store.ensure_indexes()
 
@@ -236,6 +238,8 @@ class RabbitMongoBackend:
             await self._store.client.drop_database(self.database)
             await self._store.close()
         if self._admin is not None:
+            # Every quorum queue left behind keeps a process ticking in the broker.
+            await delete_queues(self._admin, self._queues)
             await self._admin.close()
 
 

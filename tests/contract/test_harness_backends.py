@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import aio_pika
 import pytest
 import pytest_asyncio
 from broker_support import Recorder, amqp_url, unique
 
-from orchestrator.testing_backends import RabbitMongoBackend
+from orchestrator.testing_backends import RabbitMongoBackend, delete_queues, topology_queues
 from participants_sdk import protocol as p
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.rabbitmq, pytest.mark.mongo]
@@ -80,3 +81,18 @@ async def test_abort_gives_held_deliveries_back_and_settles_nothing_later(backen
     await backend.wait_idle(2.0)
     await asyncio.sleep(0.2)
     assert len(again.deliveries) == 1
+
+
+async def test_close_deletes_the_topology_it_declared(mongodb_url: str) -> None:
+    service = unique("svc")
+    backend = RabbitMongoBackend(amqp_url(), mongodb_url)
+    await backend.start([service])
+    connection = await backend.connect()
+    await connection.declare_topology([service])
+    queues = [p.command_queue(service), p.reply_queue(service)]
+    await backend.close()
+
+    admin = await aio_pika.connect(amqp_url(), timeout=10)
+    async with admin:
+        # Nothing left to delete: every queue of its topology is gone.
+        assert await delete_queues(admin, [*queues, *topology_queues([service])]) == []
