@@ -277,21 +277,24 @@ def main() -> None:
             runs[kind] = asyncio.run(sagawire(urls.amqp, urls.mongodb, kind, sizes, workdir))
             steps = runs[kind]["saturation"]["steps_per_s"]
             print(f"(c) Sagawire on the {kind} store: {steps} steps/s", flush=True)  # noqa: T201
-        held = asyncio.run(memory_per_saga(urls.amqp, urls.mongodb, sizes.in_flight, workdir))
-        largest = held[-1]
-        print(  # noqa: T201
-            f"daemon RSS per saga, {largest['sagas_in_flight']} in flight: "
-            f"{largest['rss_bytes_per_saga']} B",
-            flush=True,
-        )
-        restarted = asyncio.run(
+        # The memory figures need no database: they are taken while the restart's database
+        # is seeded, which saves a minute and a half of the run.
+        restarted, held_or_none = asyncio.run(
             restart(
                 urls.amqp,
                 urls.mongodb,
                 workdir / "restart",
                 sizes.restart_in_flight,
                 sizes.restart_unpublished,
+                while_seeding=memory_per_saga(urls.amqp, urls.mongodb, sizes.in_flight, workdir),
             )
+        )
+        held = held_or_none or []
+        largest = held[-1]
+        print(  # noqa: T201
+            f"daemon RSS per saga, {largest['sagas_in_flight']} in flight: "
+            f"{largest['rss_bytes_per_saga']} B",
+            flush=True,
         )
         print(  # noqa: T201
             f"restart with {restarted['sagas_in_flight']} in flight: first completion after "
