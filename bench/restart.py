@@ -7,7 +7,7 @@ last step, deliver_order sent and its reply awaited (its deadline an hour off, s
 during the measurement). `ready` of them had their command published just before the death, not
 yet confirmed, so it is still in their outbox; the participants answer those while no daemon
 runs, and the replies wait in the reply queue. Then the daemon starts, and the run times its
-start to the first finished saga and to its readiness (consuming and recovered). With every
+start to the first finished saga and to its readiness (consuming). With every
 saga's document present, this shows what at start grows with the sagas in flight.
 """
 
@@ -142,8 +142,7 @@ async def restart(
         await publish_commands(amqp_url, ready)
         began = time.monotonic()
         rig.start_daemon()
-        # Readiness waits for the recovery's queries; on FerretDB they scan every document, so
-        # it is noted if it comes while the answered sagas finish, not waited for.
+        # Readiness is noted if it comes while the answered sagas finish, not waited for.
         times: dict[str, float] = {}
         while "all_answered_finished" not in times:
             elapsed = time.monotonic() - began

@@ -134,7 +134,7 @@ class Rig:
         )
 
     async def ready(self) -> bool:
-        """The daemon's readiness probe answers: it has started and recovered."""
+        """The daemon's readiness probe answers: it consumes."""
         return await asyncio.to_thread(self._get, "/readyz") is not None
 
     def _get(self, path: str) -> str | None:

@@ -43,8 +43,9 @@ class SagaStore(Protocol):
     async def due(self, now: dt.datetime, limit: int) -> list[str]:
         """Ids of unfinished sagas whose deadline is at or before `now`, earliest first."""
 
-    async def with_outbox(self, limit: int) -> list[str]:
-        """Ids of sagas whose outbox holds commands not known to be published."""
+    async def with_outbox(self, limit: int, *, saved_until: dt.datetime | None = None) -> list[str]:
+        """Ids of sagas whose outbox holds commands not known to be published; with
+        `saved_until`, only those last saved (`updated_at`) at or before that moment."""
 
     async def paused_machines(self) -> dict[str, MachinePause]:
         """The machines an operator paused, by name."""

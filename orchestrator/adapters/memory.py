@@ -74,9 +74,13 @@ class MemorySagaStore:
         due.sort(key=lambda s: s.deadline or now)
         return [s.saga_id for s in due[:limit]]
 
-    async def with_outbox(self, limit: int) -> list[str]:
+    async def with_outbox(self, limit: int, *, saved_until: dt.datetime | None = None) -> list[str]:
         self._check()
-        return [s.saga_id for s in self._sagas.values() if s.outbox][:limit]
+        return [
+            s.saga_id
+            for s in self._sagas.values()
+            if s.outbox and (saved_until is None or s.updated_at <= saved_until)
+        ][:limit]
 
     async def pause_machine(self, machine: str, *, by: str, reason: str | None = None) -> None:
         self._check()

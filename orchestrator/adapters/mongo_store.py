@@ -302,14 +302,17 @@ class MongoSagaStore:
             cursor = self._sagas.find(query, {"_id": 1}).sort("deadline", 1).limit(limit)
             return [document["_id"] async for document in cursor]
 
-    async def with_outbox(self, limit: int) -> list[str]:
+    async def with_outbox(self, limit: int, *, saved_until: dt.datetime | None = None) -> list[str]:
         if limit <= 0:
             return []
         # Recovery asks again until this comes back short: it must not see the outboxes it has
         # just published and marked, so the queued marks are written first.
         await self.flush()
+        query: dict[str, Any] = {"outbox_pending": True}
+        if saved_until is not None:
+            query["updated_at"] = {"$lte": saved_until}
         with store_errors("find pending outboxes"):
-            cursor = self._sagas.find({"outbox_pending": True}, {"_id": 1}).limit(limit)
+            cursor = self._sagas.find(query, {"_id": 1}).limit(limit)
             return [document["_id"] async for document in cursor]
 
     # -- batched marks, lifecycle -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A small HTTP endpoint: `/healthz` (alive), `/readyz` (consuming and recovered), `/metrics`.
+"""A small HTTP endpoint: `/healthz` (alive), `/readyz` (consuming), `/metrics`.
 
 Plain asyncio streams: three fixed GET routes do not justify a web framework in the daemon.
 """

@@ -86,6 +86,7 @@ class ActorSystem:
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
         self._ready = False
+        self._started_at = self.clock.now()
         self._pauses: dict[str, MachinePause] = {}
         self._pauses_read_at: float | None = None
 
@@ -102,7 +103,7 @@ class ActorSystem:
         return sorted({service for d in self.registry for service in d.services()})
 
     async def start(self, *, consume: bool = True) -> None:
-        """Declare the topology, consume, then recover; ready once recovered.
+        """Declare the topology, consume (`ready` from then on), recover, and return.
 
         Replies and control requests are consumed before the recovery's queries run: on a
         database that scans for them (FerretDB has no secondary indexes) those take time in
@@ -110,6 +111,7 @@ class ActorSystem:
         An actor publishes its saga's leftover outbox itself when it first loads the saga, so
         the two cannot step on each other.
         """
+        self._started_at = self.clock.now()
         await self.broker.declare_topology(self.services())
         self.timers.start()
         if consume:
@@ -126,12 +128,13 @@ class ActorSystem:
                     protocol.CONTROL_QUEUE, self._on_control, prefetch=self.settings.prefetch
                 )
             )
+        # Serving from here: readiness does not wait for the recovery's scans.
+        self._ready = True
         await self.recover()
         self._loops = [
             asyncio.create_task(self._sweep_loop(), name="sagawire-sweeper"),
             asyncio.create_task(self._passivation_loop(), name="sagawire-passivation"),
         ]
-        self._ready = True
         log.info("runtime_started", services=self.services(), machines=len(self.registry))
 
     async def stop(self) -> None:
@@ -290,10 +293,15 @@ class ActorSystem:
         return woken
 
     async def recover(self) -> int:
-        """Publish every outbox a crash left unconfirmed, then wake what is due."""
+        """Publish every outbox a crash left unconfirmed, then wake what is due.
+
+        Only sagas last saved by the time this runtime started are looked at: what it saves
+        later, its actors publish themselves. Under load such sagas always hold a few outboxes
+        awaiting their mark, and asking until none is left would not end while the load lasts.
+        """
         recovered = 0
         while True:
-            ids = await self.store.with_outbox(self.settings.batch)
+            ids = await self.store.with_outbox(self.settings.batch, saved_until=self._started_at)
             if not ids:
                 break
             await asyncio.gather(*(self.tell(saga_id, None) for saga_id in ids))

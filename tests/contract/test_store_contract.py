@@ -189,6 +189,18 @@ async def test_with_outbox_lists_exactly_the_sagas_with_a_pending_outbox(store, 
     assert sorted(await store.with_outbox(10)) == ["b", "d"]
 
 
+async def test_with_outbox_can_leave_out_the_sagas_saved_after_a_moment(store, make_saga):
+    old = make_saga("old")
+    old.updated_at = T0 - dt.timedelta(minutes=1)
+    await store.insert(old)
+    await store.insert(make_saga("now"))  # updated_at T0
+
+    assert sorted(await store.with_outbox(10)) == ["now", "old"]
+    assert sorted(await store.with_outbox(10, saved_until=T0)) == ["now", "old"]
+    assert await store.with_outbox(10, saved_until=T0 - dt.timedelta(seconds=1)) == ["old"]
+    assert await store.with_outbox(10, saved_until=T0 - dt.timedelta(hours=1)) == []
+
+
 async def test_a_loaded_saga_is_the_callers_own(store, make_saga):
     await store.insert(make_saga())
     first = await store.load("saga-1")
