@@ -54,6 +54,21 @@ def server_pids() -> dict[str, int]:
     return found
 
 
+def server_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of each server running on this machine, by what the reports call it."""
+    return {name: cpu_seconds(pid) for name, pid in server_pids().items()}
+
+
+def minus_cpu(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    """CPU seconds spent between two readings, by process (those in both)."""
+    return {name: after[name] - before[name] for name in after if name in before}
+
+
+def finished_sagas(metrics: Mapping[str, float]) -> float:
+    """Sagas finished, whatever their outcome, from the daemon's parsed /metrics."""
+    return sum(v for k, v in metrics.items() if k.startswith("sagawire_sagas_finished_total"))
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of the process now."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE

@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.common import finished_sagas
 from bench.sagawire import MACHINES, ROOT, SERVICES, Rig
 from orchestrator.adapters.mongo_documents import to_document
 from orchestrator.adapters.mongo_store import MongoSagaStore
@@ -148,12 +149,7 @@ async def restart(
             elapsed = time.monotonic() - began
             if elapsed > 600:
                 raise RuntimeError(f"{ready} sagas did not finish in 600 s; see {rig.workdir}")
-            metrics = await rig.metrics_or_none() or {}
-            finished = sum(
-                value
-                for name, value in metrics.items()
-                if name.startswith("sagawire_sagas_finished_total")
-            )
+            finished = finished_sagas(await rig.metrics_or_none() or {})
             if finished >= 1:
                 times.setdefault("first_completion", elapsed)
             if finished >= ready:

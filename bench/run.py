@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, server_pids
+from bench.common import cpu_seconds, minus_cpu, server_cpu_seconds
 from bench.restart import restart
 from bench.sagawire import ROOT, Rig, patient_machines
 from orchestrator.testing_services import service_urls
@@ -101,14 +101,13 @@ def raw_roundtrip(amqp_url: str, sagas: int, workdir: Path) -> dict[str, Any]:
             if time.monotonic() > deadline or participant.poll() is not None:
                 raise RuntimeError("the raw participant did not start")
             time.sleep(0.1)
-        servers = server_pids()
-        before = {name: cpu_seconds(pid) for name, pid in servers.items()}
+        before = server_cpu_seconds()
         participant_before = cpu_seconds(participant.pid)
         figures = _python("-m", "bench.raw", "driver", amqp_url, "--sagas", str(sagas), timeout=600)
         cpu = {
             "driver": figures["driver_cpu_s"],
             "participant": cpu_seconds(participant.pid) - participant_before,
-            **{name: cpu_seconds(pid) - before[name] for name, pid in servers.items()},
+            **minus_cpu(server_cpu_seconds(), before),
         }
         figures["cpu_s_per_round_trip"] = {
             name: round(value / figures["round_trips"], 6) for name, value in cpu.items()
@@ -121,12 +120,11 @@ def raw_roundtrip(amqp_url: str, sagas: int, workdir: Path) -> dict[str, Any]:
 
 def store_saves(mongodb_url: str, saves: int) -> dict[str, Any]:
     """(b), with the database server's CPU seconds per save."""
-    servers = server_pids()
-    before = {name: cpu_seconds(pid) for name, pid in servers.items()}
+    before = server_cpu_seconds()
     figures = _python("-m", "bench.store", mongodb_url, "--saves", str(saves), timeout=600)
     figures["server_cpu_s_per_save"] = {
-        name: round((cpu_seconds(pid) - before[name]) / figures["saves"], 6)
-        for name, pid in servers.items()
+        name: round(seconds / figures["saves"], 6)
+        for name, seconds in minus_cpu(server_cpu_seconds(), before).items()
     }
     return figures
 

@@ -27,12 +27,14 @@ import aio_pika
 
 from bench.common import (
     cpu_seconds,
+    finished_sagas,
     histogram,
     minus,
+    minus_cpu,
     parse_metrics,
     quantile,
     rss_bytes,
-    server_pids,
+    server_cpu_seconds,
 )
 from orchestrator.adapters.mongo_store import MongoSagaStore
 from orchestrator.testing_backends import delete_queues, topology_queues
@@ -145,10 +147,10 @@ class Rig:
             return None
 
     async def metrics(self) -> dict[str, float]:
-        text = await asyncio.to_thread(self._get, "/metrics")
-        if text is None:
+        metrics = await self.metrics_or_none()
+        if metrics is None:
             raise RuntimeError("the daemon's /metrics did not answer")
-        return parse_metrics(text)
+        return metrics
 
     async def metrics_or_none(self) -> dict[str, float] | None:
         """The daemon's metrics, or None while its HTTP server is not up yet."""
@@ -158,16 +160,14 @@ class Rig:
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of the rig's live processes and of the servers."""
         ours = {name: cpu_seconds(p.pid) for name, p in self.processes.items() if p.poll() is None}
-        servers = {name: cpu_seconds(pid) for name, pid in server_pids().items()}
-        return {**ours, **servers}
+        return {**ours, **server_cpu_seconds()}
 
     def rss(self, name: str) -> int:
         return rss_bytes(self.processes[name].pid)
 
     async def finished(self) -> float:
         """Sagas the daemon has finished since it started."""
-        samples = await self.metrics()
-        return sum(v for k, v in samples.items() if k.startswith("sagawire_sagas_finished_total"))
+        return finished_sagas(await self.metrics())
 
     async def run_load(self, count: int, rate: float) -> dict[str, Any]:
         """Start `count` sagas at `rate` per second; wait until all finished. Figures."""
@@ -194,7 +194,7 @@ class Rig:
         after, cpu_after = await self.metrics(), self.cpu()
         load.wait(timeout=60)
         steps = count * STEPS_PER_SAGA
-        cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after if name in cpu_before}
+        cpu = minus_cpu(cpu_after, cpu_before)
         cpu["load generator"] = load_cpu
         step_latency = minus(
             histogram(after, "sagawire_step_latency_seconds"),

@@ -169,10 +169,7 @@ class MongoSagaStore:
         """
         where = redact(url)
         try:
-            events = ServerStateLog(where)
-            client: AsyncMongoClient[Document] = AsyncMongoClient(
-                url, tz_aware=True, tzinfo=dt.UTC, event_listeners=[events]
-            )
+            client, events = _client(url, where)
         except (PyMongoError, ValueError, TypeError) as exc:
             raise ConfigurationError(f"invalid MongoDB URL {where}: {driver_reason(exc)}") from exc
         try:
@@ -204,10 +201,7 @@ class MongoSagaStore:
             log.info("mongodb_retry_writes_off", url=where, reason="standalone server")
         if options:
             await client.close()
-            events = ServerStateLog(where)
-            client = AsyncMongoClient(
-                url, tz_aware=True, tzinfo=dt.UTC, event_listeners=[events], **options
-            )
+            client, events = _client(url, where, options)
         store = cls(client, name, version_claims=ferretdb_v1)
         store.server_state = events
         return store
@@ -555,6 +549,17 @@ class MongoSagaStore:
 
     async def paused_machines(self) -> dict[str, MachinePause]:
         return await mongo_pauses.paused(self._pauses)
+
+
+def _client(
+    url: str, where: str, options: dict[str, Any] | None = None
+) -> tuple[AsyncMongoClient[Document], ServerStateLog]:
+    """A client with the store's options (and `options`) and a log of its server's state."""
+    events = ServerStateLog(where)
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        url, tz_aware=True, tzinfo=dt.UTC, event_listeners=[events], **(options or {})
+    )
+    return client, events
 
 
 def _retryable_writes(client: AsyncMongoClient[Document]) -> bool:
