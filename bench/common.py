@@ -41,17 +41,24 @@ SERVERS = {"beam.smp": "rabbitmq", "ferretdb": "ferretdb"}
 
 
 def server_pids() -> dict[str, int]:
-    """The pids of the RabbitMQ and FerretDB servers running on this machine."""
-    found = {}
+    """The pids of the RabbitMQ and FerretDB servers running on this machine.
+
+    Of several processes with a server's name the oldest is the server: `rabbitmqctl` runs in a
+    `beam.smp` of its own for a moment, as when `make bench` has just checked the broker.
+    """
+    found: dict[str, tuple[int, int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 name = (entry / "comm").read_text().strip()
-            except OSError:
+                started = int((entry / "stat").read_text().rpartition(")")[2].split()[19])
+            except (OSError, IndexError, ValueError):
                 continue  # gone meanwhile
-            if name in SERVERS:
-                found[SERVERS[name]] = int(entry.name)
-    return found
+            if name in SERVERS and (
+                SERVERS[name] not in found or started < found[SERVERS[name]][0]
+            ):
+                found[SERVERS[name]] = (started, int(entry.name))
+    return {server: pid for server, (_, pid) in found.items()}
 
 
 def server_cpu_seconds() -> dict[str, float]:

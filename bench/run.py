@@ -3,12 +3,13 @@
     python -m bench.run            the full run (make bench)
     python -m bench.run --quick    fewer sagas, shorter load levels (make bench-quick)
 
-In order: (a) the raw aio-pika round trip, the broker's limit; (b) the store's versioned save
-alone, the database's limit; (c) Sagawire end to end on the memory store and on the MongoDB
-store: steps per second at saturation, then latency at 25/50/75/90% of that load, offered open
-loop. Then the daemon's memory with 10,000 and 100,000 sagas in flight, and the time from a
-restart with 100,000 in flight to the first completion (`bench.restart`). Every figure comes from
-this run, so the ratios compare like with like.
+In order: (a) the raw aio-pika round trip, the broker's limit, and the same on Sagawire's queue
+layout with a start message per chain (a figure for comparison, not the limit); (b) the store's
+versioned save alone, the database's limit; (c) Sagawire end to end on the memory store and on
+the MongoDB store: steps per second at saturation, then latency at 25/50/75/90% of that load,
+offered open loop. Then the daemon's memory with 10,000 and 100,000 sagas in flight, and the time
+from a restart with 100,000 in flight to the first completion (`bench.restart`). Every figure
+comes from this run, so the ratios compare like with like.
 """
 
 from __future__ import annotations
@@ -38,12 +39,17 @@ LEVELS = (0.25, 0.5, 0.75, 0.9)
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
-    raw_sagas: int
     saturation_sagas: dict[str, int]
     level_seconds: float
     in_flight: tuple[int, ...]
     restart_in_flight: int
     restart_unpublished: int
+
+    @property
+    def raw_chains(self) -> int:
+        """As many chains of three round trips as the memory store's saturation run has sagas,
+        all offered at once as there: the same in-flight count."""
+        return self.saturation_sagas["memory"]
 
     @property
     def store_saves(self) -> int:
@@ -55,7 +61,6 @@ class Sizes:
     def of(cls, *, quick: bool) -> Sizes:
         if quick:
             return cls(
-                1200,
                 {"memory": 600, "mongodb": 300},
                 level_seconds=5,
                 in_flight=(2000,),
@@ -63,7 +68,6 @@ class Sizes:
                 restart_unpublished=50,
             )
         return cls(
-            4000,
             {"memory": 3000, "mongodb": 1000},
             level_seconds=15,
             in_flight=(10_000, 100_000),
@@ -87,10 +91,16 @@ def _python(*args: str, timeout: float) -> dict[str, Any]:
     return figures
 
 
-def raw_roundtrip(amqp_url: str, sagas: int, workdir: Path) -> dict[str, Any]:
+def raw_roundtrip(
+    amqp_url: str, chains: int, workdir: Path, *, sagawire_layout: bool = False
+) -> dict[str, Any]:
+    """(a): `chains` chains of three round trips, all in flight at once. With
+    `sagawire_layout`, on Sagawire's queues (a command and a reply queue for each of three
+    services) and with a start message before each chain, as a saga's start."""
+    layout = ["--services", "3", "--start"] if sagawire_layout else []
     with (workdir / "raw-participant.out").open("wb") as out:
         participant = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "bench.raw", "participant", amqp_url],
+            [sys.executable, "-m", "bench.raw", "participant", amqp_url, *layout],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -103,7 +113,11 @@ def raw_roundtrip(amqp_url: str, sagas: int, workdir: Path) -> dict[str, Any]:
             time.sleep(0.1)
         before = server_cpu_seconds()
         participant_before = cpu_seconds(participant.pid)
-        figures = _python("-m", "bench.raw", "driver", amqp_url, "--sagas", str(sagas), timeout=600)
+        figures = _python(
+            *("-m", "bench.raw", "driver", amqp_url, *layout),
+            *("--sagas", str(chains), "--in-flight", str(chains)),
+            timeout=600,
+        )
         cpu = {
             "driver": figures["driver_cpu_s"],
             "participant": cpu_seconds(participant.pid) - participant_before,
@@ -171,6 +185,7 @@ async def memory_per_saga(
 def table(report: dict[str, Any]) -> str:
     rows = [
         ("raw aio-pika round trips/s (a)", report["raw_roundtrip_per_s"]),
+        ("  the same on Sagawire's queue layout", report["raw_sagawire_layout_per_s"]),
         ("store saves/s (b)", report["store_saves_per_s"]),
         ("Sagawire, memory store: steps/s (c)", report["memory_steps_per_s"]),
         ("Sagawire, MongoDB store: steps/s (c)", report["mongo_steps_per_s"]),
@@ -191,11 +206,12 @@ def table(report: dict[str, Any]) -> str:
         ),
     ]
     lines = [f"{name:<40} {value}" for name, value in rows]
-    raw_cpu = report["raw"]["cpu_s_per_round_trip"]
-    lines.append(
-        "\nraw: CPU ms per round trip: "
-        + ", ".join(f"{k} {v * 1000:.2f}" for k, v in raw_cpu.items())
-    )
+    for key, name in (("raw", "raw"), ("raw_sagawire_layout", "raw, Sagawire's layout")):
+        raw_cpu = report[key]["cpu_s_per_round_trip"]
+        lines.append(
+            f"\n{name}: CPU ms per round trip: "
+            + ", ".join(f"{k} {v * 1000:.2f}" for k, v in raw_cpu.items())
+        )
     for store in ("memory", "mongodb"):
         lines.append(f"\n{store}: load level -> steps/s, step p50/p95/p99 ms, saga p50/p99 ms")
         for level, figures in report["sagawire"][store]["levels"].items():
@@ -266,8 +282,12 @@ def main() -> None:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sagawire-bench-") as tmp:
         workdir = Path(tmp)
-        raw = raw_roundtrip(urls.amqp, sizes.raw_sagas, workdir)
+        raw = raw_roundtrip(urls.amqp, sizes.raw_chains, workdir)
         print(f"(a) raw round trips: {raw['per_s']:.0f}/s", flush=True)  # noqa: T201
+        layout = raw_roundtrip(urls.amqp, sizes.raw_chains, workdir, sagawire_layout=True)
+        print(  # noqa: T201
+            f"(a) raw round trips on Sagawire's queue layout: {layout['per_s']:.0f}/s", flush=True
+        )
         store = store_saves(urls.mongodb, sizes.store_saves)
         print(f"(b) store saves: {store['per_s']:.0f}/s", flush=True)  # noqa: T201
         runs = {}
@@ -306,6 +326,7 @@ def main() -> None:
         "variant": "quick" if args.quick else "full",
         "cpus": os.cpu_count(),
         "raw_roundtrip_per_s": round(raw["per_s"], 1),
+        "raw_sagawire_layout_per_s": round(layout["per_s"], 1),
         "store_saves_per_s": round(store["per_s"], 1),
         "memory_steps_per_s": memory,
         "mongo_steps_per_s": mongo,
@@ -319,6 +340,7 @@ def main() -> None:
         "restart_first_completion_s": restarted["start_to_first_completion_s"],
         "restart": restarted,
         "raw": raw,
+        "raw_sagawire_layout": layout,
         "store": store,
         "sagawire": runs,
         "took_s": round(time.monotonic() - began, 1),

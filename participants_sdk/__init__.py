@@ -17,6 +17,7 @@ from participants_sdk.errors import (
     TopologyError,
     Unroutable,
 )
+from participants_sdk.gc_tuning import tune_gc
 from participants_sdk.memory import MemoryBroker, MemoryConnection, MemoryDelivery
 from participants_sdk.participant import CommandContext, Participant, event_name_of
 from participants_sdk.protocol import BodyError, WireMessage
@@ -56,4 +57,5 @@ __all__ = [
     "Unroutable",
     "WireMessage",
     "event_name_of",
+    "tune_gc",
 ]

@@ -18,6 +18,7 @@ from orchestrator.errors import ConfigurationError, DefinitionError, StoreError
 from orchestrator.logs import redact
 from orchestrator.settings import Settings
 from participants_sdk.errors import BrokerError
+from participants_sdk.gc_tuning import tune_gc
 
 if TYPE_CHECKING:
     from participants_sdk.control import SagaClient
@@ -108,6 +109,7 @@ def run(
         queue_type=queue_type,
         max_live_actors=max_live_actors,
     )
+    tune_gc()
     try:
         asyncio.run(run_daemon(settings))
     except DefinitionError as exc:

@@ -22,6 +22,7 @@ from orchestrator.demo.participants import example_order
 from orchestrator.logs import redact, setup_logging
 from participants_sdk.control import SagaClient
 from participants_sdk.errors import BrokerError
+from participants_sdk.gc_tuning import tune_gc
 from participants_sdk.rabbitmq import RabbitBroker
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -63,6 +64,7 @@ def main(
 ) -> None:
     """Start COUNT order sagas at RATE per second and print what was started, as JSON."""
     setup_logging(os.environ.get("SAGAWIRE_LOG_LEVEL", "WARNING"))
+    tune_gc()
     try:
         summary = asyncio.run(generate(amqp_url, prefix, count, rate))
     except (BrokerError, OSError) as exc:

@@ -29,6 +29,7 @@ from orchestrator.demo.journal import Journal
 from orchestrator.demo.participants import DemoShop, FaultPlan, Ledger
 from orchestrator.logs import redact, setup_logging
 from participants_sdk.errors import BrokerError
+from participants_sdk.gc_tuning import tune_gc
 from participants_sdk.rabbitmq import RabbitBroker
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -110,6 +111,7 @@ def main(  # noqa: PLR0913, PLR0917 - one parameter per option
             "late_share": late_replies,
             "late_by": late_by,
         }
+        tune_gc()
         try:
             asyncio.run(serve(services, amqp_url, shop=shop, queue_type=queue_type, faults=faults))
         finally:
