@@ -9,7 +9,8 @@ versioned save alone, the database's limit; (c) Sagawire end to end on the memor
 the MongoDB store: steps per second at saturation, then latency at 25/50/75/90% of that load,
 offered open loop. Then the daemon's memory with 10,000 and 100,000 sagas in flight, and the time
 from a restart with 100,000 in flight to the first completion (`bench.restart`). Every figure
-comes from this run, so the ratios compare like with like.
+comes from this run, so the ratios compare like with like. Before (a), (b) and each (c) the run
+waits until RabbitMQ and FerretDB are idle, so that none measures the leftovers of another.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, minus_cpu, server_cpu_seconds
+from bench.common import cpu_seconds, minus_cpu, server_cpu_seconds, wait_until_servers_quiet
 from bench.restart import restart
 from bench.sagawire import ROOT, Rig, patient_machines
 from orchestrator.testing_services import service_urls
@@ -151,13 +152,14 @@ async def sagawire(
     await rig.start()
     try:
         await rig.run_load(50, 1000)  # warm up: connections, imports, first actors
+        quiet_wait = await asyncio.to_thread(wait_until_servers_quiet)
         saturation = await rig.run_load(sizes.saturation_sagas[store], 100_000)
         levels = {}
         for share in LEVELS:
             rate = share * saturation["sagas_per_s"]
             count = max(int(rate * sizes.level_seconds), 20)
             levels[f"{round(share * 100)}%"] = await rig.run_load(count, rate)
-        return {"saturation": saturation, "levels": levels}
+        return {"saturation": saturation, "levels": levels, "quiet_wait_s": quiet_wait}
     finally:
         rig.stop()
         await rig.drop_database()
@@ -282,12 +284,15 @@ def main() -> None:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sagawire-bench-") as tmp:
         workdir = Path(tmp)
+        waits = {"raw": wait_until_servers_quiet()}
         raw = raw_roundtrip(urls.amqp, sizes.raw_chains, workdir)
         print(f"(a) raw round trips: {raw['per_s']:.0f}/s", flush=True)  # noqa: T201
+        waits["raw_sagawire_layout"] = wait_until_servers_quiet()
         layout = raw_roundtrip(urls.amqp, sizes.raw_chains, workdir, sagawire_layout=True)
         print(  # noqa: T201
             f"(a) raw round trips on Sagawire's queue layout: {layout['per_s']:.0f}/s", flush=True
         )
+        waits["store"] = wait_until_servers_quiet()
         store = store_saves(urls.mongodb, sizes.store_saves)
         print(f"(b) store saves: {store['per_s']:.0f}/s", flush=True)  # noqa: T201
         runs = {}
@@ -343,6 +348,10 @@ def main() -> None:
         "raw_sagawire_layout": layout,
         "store": store,
         "sagawire": runs,
+        "quiet_waits_s": {
+            **waits,
+            **{f"sagawire_{kind}": run["quiet_wait_s"] for kind, run in runs.items()},
+        },
         "took_s": round(time.monotonic() - began, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
