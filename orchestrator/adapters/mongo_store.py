@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 
 import pymongo
 import structlog
@@ -101,6 +101,13 @@ SAGA_INDEXES: Final[list[tuple[str, list[tuple[str, int]], dict[str, Any]]]] = [
 ]
 
 
+class QueuedMark(NamedTuple):
+    version: int
+    since: float
+    """When a mark of this saga was first queued (monotonic): it keeps its place in the queue
+    when a newer version replaces it."""
+
+
 class MongoSagaStore:
     """`SagaStore` on MongoDB. `connect()`, `ensure_indexes()` once, `close()` at the end.
 
@@ -129,9 +136,8 @@ class MongoSagaStore:
         """Saga documents written: inserted, replaced, outbox cleared, version claimed."""
         self.round_trips = 0
         """Database calls that write sagas or claims, successful or not."""
-        self._marks: dict[str, int] = {}
-        self._marked_at: dict[str, float] = {}
-        """When each queued mark was first queued (monotonic), oldest first."""
+        self._marks: dict[str, QueuedMark] = {}
+        """The marks waiting to be written, by saga id, oldest first."""
         self.marks_dropped = 0
         """Marks made moot by a newer save before they were due, never written."""
         self._marks_writing: dict[str, int] = {}
@@ -236,8 +242,9 @@ class MongoSagaStore:
         if document is None:
             return None
         saga = from_document(document)
+        queued = self._marks.get(saga_id)
         if saga.outbox and saga.version in (
-            self._marks.get(saga_id),
+            queued.version if queued is not None else None,
             self._marks_writing.get(saga_id),
         ):
             saga.outbox = []  # published, and the mark is still queued: read our own writes
@@ -276,16 +283,23 @@ class MongoSagaStore:
     async def mark_published(self, saga_id: str, version: int) -> None:
         if self._closed:
             raise StoreError("the MongoDB saga store is closed")
-        if self._marks.get(saga_id, 0) < version:
-            self._marks[saga_id] = version
-            self._marked_at.setdefault(saga_id, time.monotonic())
+        self._queue_mark(saga_id, version, time.monotonic())
         self._wake_flusher(len(self._marks))
+
+    def _queue_mark(self, saga_id: str, version: int, now: float) -> None:
+        """Queue a mark of `version` unless one as new is queued. A newer version keeps the
+        place and the time of the one it replaces, so the queue stays oldest first."""
+        queued = self._marks.get(saga_id)
+        if queued is None:
+            self._marks[saga_id] = QueuedMark(version, now)
+        elif queued.version < version:
+            self._marks[saga_id] = queued._replace(version=version)
 
     def _drop_mark(self, saga_id: str, saved: int) -> None:
         """A save of version `saved` makes a queued mark of an older version moot."""
-        if self._marks.get(saga_id, saved) < saved:
+        queued = self._marks.get(saga_id)
+        if queued is not None and queued.version < saved:
             del self._marks[saga_id]
-            del self._marked_at[saga_id]
             self.marks_dropped += 1
 
     async def due(self, now: dt.datetime, limit: int) -> list[str]:
@@ -348,9 +362,7 @@ class MongoSagaStore:
                 # mark twice is harmless: each one is guarded by its version.
                 now = time.monotonic()
                 for saga_id, version in marks.items():
-                    if self._marks.get(saga_id, 0) < version:
-                        self._marks[saga_id] = version
-                        self._marked_at.setdefault(saga_id, now)
+                    self._queue_mark(saga_id, version, now)
                 self._old_claims |= old_claims
                 self._queued.set()
                 raise
@@ -387,16 +399,15 @@ class MongoSagaStore:
     def _take_marks(self, *, due_only: bool) -> dict[str, int]:
         """Remove and return the queued marks to write now."""
         if not due_only or len(self._marks) >= MARK_BATCH:
-            taken, self._marks = self._marks, {}
-            self._marked_at = {}
-            return taken
+            queued, self._marks = self._marks, {}
+            return {saga_id: mark.version for saga_id, mark in queued.items()}
         cutoff = time.monotonic() - MARK_DELAY
         taken = {}
-        for saga_id, at in list(self._marked_at.items()):
-            if at > cutoff:
+        for saga_id, mark in list(self._marks.items()):
+            if mark.since > cutoff:
                 break
-            taken[saga_id] = self._marks.pop(saga_id)
-            del self._marked_at[saga_id]
+            taken[saga_id] = mark.version
+            del self._marks[saga_id]
         return taken
 
     def _next_flush_in(self) -> float | None:
@@ -406,9 +417,9 @@ class MongoSagaStore:
             return 0.0
         if self._old_claims:
             waits.append(MARK_INTERVAL)
-        if self._marked_at:
-            oldest = next(iter(self._marked_at.values()))
-            waits.append(max(oldest + MARK_DELAY - time.monotonic(), 0.0))
+        if self._marks:
+            oldest = next(iter(self._marks.values()))
+            waits.append(max(oldest.since + MARK_DELAY - time.monotonic(), 0.0))
         return min(waits, default=None)
 
     async def _flush_loop(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.adapters.mongo_store import MARK_DELAY, SAGA_INDEXES
+from orchestrator.adapters.mongo_store import MARK_DELAY, SAGA_INDEXES, QueuedMark
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.saga import SagaStatus
 from orchestrator.errors import ConfigurationError, DefinitionChanged, StoreError, VersionConflict
@@ -235,6 +235,19 @@ async def test_a_newer_save_drops_the_queued_mark_unwritten(mongo_store, make_sa
     assert mongo_store.marks_dropped == 1
     assert mongo_store.writes == writes
     assert (await mongo_store.load("saga-1")).version == 2
+
+
+async def test_a_newer_mark_keeps_the_place_and_time_of_the_one_it_replaces(mongo_store):
+    # The queue is oldest first, and a flush of the due marks stops at the first one not due:
+    # a saga marked again must not move to the back, or it could wait there for good.
+    await mongo_store.mark_published("saga-1", 1)
+    await mongo_store.mark_published("saga-2", 1)
+    first = mongo_store._marks["saga-1"].since
+    await mongo_store.mark_published("saga-1", 2)
+    await mongo_store.mark_published("saga-2", 1)  # not newer: nothing changes
+
+    assert list(mongo_store._marks) == ["saga-1", "saga-2"]
+    assert mongo_store._marks["saga-1"] == QueuedMark(2, first)
 
 
 class FailingOnce:
