@@ -45,12 +45,11 @@ async def _topology(channel: aio_pika.abc.AbstractChannel, services: int) -> Non
     commands = await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True)
     replies = await channel.declare_exchange(REPLIES, aio_pika.ExchangeType.DIRECT, durable=True)
     for service in _services(services):
-        suffix = "" if service == "payment" else f".{service}"
         command_queue = await channel.declare_queue(
-            COMMANDS + suffix, durable=True, arguments=QUEUE_ARGS
+            _queue(COMMANDS, service), durable=True, arguments=QUEUE_ARGS
         )
         reply_queue = await channel.declare_queue(
-            REPLIES + suffix, durable=True, arguments=QUEUE_ARGS
+            _queue(REPLIES, service), durable=True, arguments=QUEUE_ARGS
         )
         await command_queue.bind(commands, f"{service}.*")
         await reply_queue.bind(replies, service)
@@ -59,6 +58,7 @@ async def _topology(channel: aio_pika.abc.AbstractChannel, services: int) -> Non
 
 
 def _queue(base: str, service: str) -> str:
+    """A service's queue: payment's keeps the name it had when it was the only service."""
     return base if service == "payment" else f"{base}.{service}"
 
 

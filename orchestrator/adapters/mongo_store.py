@@ -412,9 +412,9 @@ class MongoSagaStore:
 
     def _next_flush_in(self) -> float | None:
         """Seconds until something queued is due to be written; None when nothing is queued."""
-        waits = []
         if len(self._marks) >= MARK_BATCH:
             return 0.0
+        waits = []
         if self._old_claims:
             waits.append(MARK_INTERVAL)
         if self._marks:
