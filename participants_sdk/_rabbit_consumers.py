@@ -17,6 +17,7 @@ import structlog
 from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
 from participants_sdk._consuming import run_handler
+from participants_sdk._rabbit_acks import ChannelAcks
 from participants_sdk.errors import AlreadySettledError, BrokerError
 
 if TYPE_CHECKING:
@@ -44,10 +45,17 @@ class Publisher(Protocol):
 class RabbitDelivery:
     """One delivery from a RabbitMQ queue; settle it exactly once."""
 
-    def __init__(self, broker: Publisher, incoming: AbstractIncomingMessage, queue: str) -> None:
+    def __init__(
+        self,
+        broker: Publisher,
+        incoming: AbstractIncomingMessage,
+        queue: str,
+        acks: ChannelAcks,
+    ) -> None:
         self._broker = broker
         self._incoming = incoming
         self._queue = queue
+        self._acks = acks
         self._message, self.broker_headers = t.from_amqp(incoming, queue)
         """What RabbitMQ added (`x-death`, `x-delivery-count`): not part of `message.headers`."""
         self.settled_by: str | None = None
@@ -89,11 +97,11 @@ class RabbitDelivery:
 
     async def ack(self) -> None:
         if self._begin("ack"):
-            await self._send("ack", self._incoming.ack)
+            await self._send("ack", self._ack)
 
     async def requeue(self) -> None:
         if self._begin("requeue"):
-            await self._send("requeue", self._incoming.nack)
+            await self._send("requeue", self._requeue)
 
     async def dead_letter(self, reason: str) -> None:
         if not self._begin("dead_letter"):
@@ -140,7 +148,7 @@ class RabbitDelivery:
         try:
             await copy
         except BrokerError as exc:
-            await self._send("requeue", self._incoming.nack)
+            await self._send("requeue", self._requeue)
             _log.error(
                 "copy not confirmed; the message was requeued instead",
                 queue=self._queue,
@@ -149,8 +157,17 @@ class RabbitDelivery:
                 error=str(exc),
             )
             return False
-        await self._send("ack", self._incoming.ack)
+        await self._send("ack", self._ack)
         return True
+
+    async def _ack(self) -> None:
+        await self._acks.ack(_tag(self._incoming))
+
+    async def _requeue(self) -> None:
+        try:
+            await self._incoming.nack()
+        finally:  # only once its frame is out: until then no multiple ack may pass this tag
+            self._acks.settled_otherwise(_tag(self._incoming))
 
     async def _send(self, how: str, settle: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -227,8 +244,13 @@ class RabbitSubscription:
             try:
                 await channel.set_qos(prefetch_count=self._prefetch)
                 queue = await channel.get_queue(self._queue_name, ensure=True)
-                tag = await queue.consume(self._on_message)
                 underlay = await channel.get_underlay_channel()
+                acks = ChannelAcks(underlay, prefetch=self._prefetch)
+
+                async def on_message(incoming: AbstractIncomingMessage) -> None:
+                    await self._on_message(incoming, acks)
+
+                tag = await queue.consume(on_message)
             except BaseException:
                 await t.close_quietly(channel)
                 raise
@@ -256,13 +278,17 @@ class RabbitSubscription:
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
 
-    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+    async def _on_message(self, incoming: AbstractIncomingMessage, acks: ChannelAcks) -> None:
         # Runs in a task of aiormq's that a closing channel cancels: the handler gets its own.
+        acks.received(_tag(incoming))
         try:
-            delivery = RabbitDelivery(self._broker, incoming, self.queue)
+            delivery = RabbitDelivery(self._broker, incoming, self.queue, acks)
         except Exception:  # noqa: BLE001 - unreadable properties: the broker dead-letters it
             with contextlib.suppress(*t.AMQP_ERRORS):
-                await incoming.reject(requeue=False)
+                try:
+                    await incoming.reject(requeue=False)
+                finally:
+                    acks.settled_otherwise(_tag(incoming))
             _log.exception("unreadable delivery rejected to the DLQ", queue=self.queue)
             return
         if self._cancelled:  # handed over just before the cancel reached the broker
@@ -301,3 +327,10 @@ class RabbitSubscription:
         if self._closing is not None:
             await self._closing
         await self._close_channel()
+
+
+def _tag(incoming: AbstractIncomingMessage) -> int:
+    tag = incoming.delivery_tag
+    if tag is None:  # only a message from basic.get on a no-ack channel has none
+        raise BrokerError(f"delivery from {incoming.routing_key!r} has no delivery tag")
+    return tag

@@ -18,6 +18,9 @@
   are pipelined on the channel (no lock): none waits for another's confirm.
 - Each `consume` has its own channel with `basic.qos(prefetch)`. Every delivery runs its handler in
   a task of its own, tracked so that `Subscription.cancel` and `close` can wait for it.
+- Acks of a channel go out in batches (`_rabbit_acks`): a batch waits up to 5 ms for more, or
+  none once it holds half the prefetch, and becomes one multiple ack up to the oldest delivery
+  still in hand. `ack()` returns once its batch is written.
 - `dead_letter` and `retry_later` publish a copy (confirmed) before acking the original; if the
   copy is not confirmed, the original is requeued instead, so nothing is lost.
 

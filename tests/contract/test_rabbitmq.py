@@ -302,3 +302,29 @@ async def test_a_reconnect_attempt_that_raises_cancelled_error_is_tried_again(ba
     assert attempts == 2
     await broker.publish("", queue, message(1))
     await recorder.wait_for(1, within=10)
+
+
+@pytest.mark.asyncio
+async def test_acks_sent_together_never_settle_a_delivery_still_in_hand(backend):
+    """Acks go out in batches, as multiple acks where they can: one handler still holding its
+    delivery, and one requeueing, must see theirs come back, not acked by the others'."""
+    queue = backend.queue()
+    broker = await backend.connect()
+    await broker.declare_queue(queue)
+    recorder = Recorder(settle=None)
+    await broker.consume(queue, recorder, prefetch=64)
+    await asyncio.gather(*(broker.publish("", queue, message(n)) for n in range(40)))
+    await recorder.wait_for(40)
+    held, requeued = recorder.deliveries[5], recorder.deliveries[20]
+    others = [d for d in recorder.deliveries if d not in (held, requeued)]
+
+    await asyncio.gather(*(d.ack() for d in reversed(others)), requeued.requeue())
+    await recorder.wait_for(41, within=5)
+    again = recorder.deliveries[40]
+    assert again.message.message_id == requeued.message.message_id
+    await again.ack()
+    await broker.close()  # the held delivery, never settled, goes back to the queue
+
+    left = await collect(await backend.connect(), queue, expect=1, within=5)
+    assert [m.message_id for m in left] == [held.message.message_id]
+    assert len(recorder.deliveries) == 41  # nothing else came back: no tag was acked twice
