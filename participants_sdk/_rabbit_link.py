@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import aio_pika
 
 from participants_sdk import _rabbit_topology as t
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
-
-DEFAULT_EXCHANGE: Final = ""
+    import aiormq.abc
+    from aio_pika.abc import AbstractChannel, AbstractConnection
 
 
 class Link:
@@ -31,7 +30,6 @@ class Link:
         self.publisher = publisher
         self.lost = asyncio.Event()
         """Set once the connection closed, whatever closed it."""
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._reopening = asyncio.Lock()
         connection.close_callbacks.add(self._on_close)
 
@@ -56,22 +54,15 @@ class Link:
     def alive(self) -> bool:
         return not self.lost.is_set() and not self.connection.is_closed
 
-    async def exchange(self, name: str) -> AbstractExchange:
-        """`name` on the publisher channel, which is opened again if a channel error closed it."""
+    async def publishing_channel(self) -> aiormq.abc.AbstractChannel:
+        """The publisher channel, opened again if a channel error closed it."""
         if self.publisher.is_closed and self.alive:
             async with self._reopening:
                 if self.publisher.is_closed:
                     self.publisher = await self.connection.channel(
                         publisher_confirms=True, on_return_raises=True
                     )
-                    self._exchanges.clear()
-        if name == DEFAULT_EXCHANGE:
-            return self.publisher.default_exchange
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            exchange = await self.publisher.get_exchange(name, ensure=False)
-            self._exchanges[name] = exchange
-        return exchange
+        return await self.publisher.get_underlay_channel()
 
     async def close(self, timeout: float) -> None:  # noqa: ASYNC109 - bounded: the peer may be gone
         self.lost.set()

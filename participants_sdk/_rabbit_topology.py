@@ -36,7 +36,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Literal, TypeGuard
 
 import aio_pika
+import aiormq.abc
 import aiormq.exceptions
+from pamqp.commands import Basic
 
 from participants_sdk import protocol as p
 from participants_sdk.errors import AccessRefused, BrokerError, BrokerUnreachable, TopologyError
@@ -62,6 +64,8 @@ RETRY_BUCKETS_MS: Final = (
 
 # Where a retried message was first published: a delay queue sends it back through the default
 # exchange, and the consumer restores these as the message's exchange and routing key.
+PERSISTENT: Final = 2
+"""AMQP delivery mode 2: the broker keeps the message on disk."""
 H_DELAYED_EXCHANGE: Final = "x-sagawire-delayed-exchange"
 H_DELAYED_ROUTING_KEY: Final = "x-sagawire-delayed-routing-key"
 
@@ -422,31 +426,49 @@ async def close_quietly(channel: aio_pika.abc.AbstractChannel) -> None:
             await channel.close()
 
 
-def to_amqp(message: p.WireMessage) -> aio_pika.Message:
-    return aio_pika.Message(
-        body=message.body,
-        headers=message.headers,
-        content_type=message.content_type or None,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id or None,
-        correlation_id=message.correlation_id,
-        type=message.type or None,
+async def publish(
+    channel: aiormq.abc.AbstractChannel, exchange: str, routing_key: str, message: p.WireMessage
+) -> None:
+    """Publish persistent and mandatory on `channel`; with confirms, return once confirmed.
+
+    Straight on aiormq's channel: aio-pika's `Message` would be built for each publish only to
+    be turned into these properties.
+    """
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    await channel.basic_publish(
+        message.body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=Basic.Properties(
+            headers=message.headers,
+            content_type=message.content_type or None,
+            delivery_mode=PERSISTENT,
+            message_id=message.message_id or None,
+            correlation_id=message.correlation_id,
+            message_type=message.type or None,
+        ),
+        mandatory=True,
     )
 
 
 def from_amqp(
-    incoming: aio_pika.abc.AbstractIncomingMessage, queue: str
+    properties: Basic.Properties, body: bytes, *, exchange: str, routing_key: str, queue: str
 ) -> tuple[p.WireMessage, dict[str, Any]]:
-    """The delivered message as Sagawire sees it, and the headers the broker added to it."""
-    headers, broker_headers, origin = split_headers(dict(incoming.headers), queue)
-    exchange, routing_key = origin or (incoming.exchange or "", incoming.routing_key or "")
+    """A message delivered from `queue` as Sagawire sees it, and the headers the broker added.
+
+    `exchange` and `routing_key` are the delivery's: where a retried or dead-lettered message
+    was first sent is read from its headers instead.
+    """
+    headers, broker_headers, origin = split_headers(dict(properties.headers or {}), queue)
+    exchange, routing_key = origin or (exchange, routing_key)
     message = p.WireMessage(
-        message_id=incoming.message_id or "",
-        type=incoming.type or "",
-        body=incoming.body,
-        correlation_id=incoming.correlation_id,
+        message_id=properties.message_id or "",
+        type=properties.message_type or "",
+        body=body,
+        correlation_id=properties.correlation_id,
         headers=headers,
-        content_type=incoming.content_type or "",
+        content_type=properties.content_type or "",
         exchange=exchange,
         routing_key=routing_key,
     )

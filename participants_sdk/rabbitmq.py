@@ -330,12 +330,11 @@ class RabbitBroker:
 
         A publish that found the channel closed sent nothing: trying again cannot duplicate it.
         """
-        amqp = t.to_amqp(message)
         while True:
             await self._up.wait()  # at once, unless reconnecting
             try:
-                target = await self._link.exchange(exchange)
-                await target.publish(amqp, routing_key, mandatory=True)
+                channel = await self._link.publishing_channel()
+                await t.publish(channel, exchange, routing_key, message)
             except aiormq.exceptions.ChannelInvalidStateError:
                 if self._closed:
                     raise

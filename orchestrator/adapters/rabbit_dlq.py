@@ -192,7 +192,13 @@ async def _take_all(
         if incoming is None:
             break
         held.taken.append(incoming)
-        message, broker_headers = t.from_amqp(incoming, queue)
+        message, broker_headers = t.from_amqp(
+            incoming.properties,
+            incoming.body,
+            exchange=incoming.exchange or "",
+            routing_key=incoming.routing_key or "",
+            queue=queue,
+        )
         count = broker_headers.get("x-delivery-count")
         letter = DeadLetter(queue, message, count if isinstance(count, int) else 0)
         taken.append((incoming, letter))
@@ -272,12 +278,8 @@ async def _republish(publisher: AbstractChannel, letter: DeadLetter) -> str | No
     headers[p.H_REPLAY_COUNT] = letter.replays + 1
     copy = dataclasses.replace(letter.message, headers=headers)
     try:
-        exchange = (
-            publisher.default_exchange
-            if letter.exchange == ""
-            else await publisher.get_exchange(letter.exchange, ensure=False)
-        )
-        await exchange.publish(t.to_amqp(copy), letter.routing_key, mandatory=True)
+        channel = await publisher.get_underlay_channel()
+        await t.publish(channel, letter.exchange, letter.routing_key, copy)
     except aiormq.exceptions.PublishError:
         return f"no queue is bound for key {letter.routing_key!r} on {letter.exchange!r}"
     except aiormq.exceptions.ChannelNotFoundEntity:

@@ -261,7 +261,7 @@ async def test_a_channel_error_on_a_consumer_channel_does_not_stop_consuming(bac
     await recorder.wait_for(1)
     first = recorder.deliveries[0]
     # An ack of a delivery tag the channel never gave is a channel error: the broker closes it.
-    await first._incoming.channel.basic_ack(first._incoming.delivery_tag + 1000)
+    await first._channel.basic_ack(first._tag + 1000)
 
     await recorder.wait_for(2, within=10)  # the unacked one again, on a new channel
     again = recorder.deliveries[1]
