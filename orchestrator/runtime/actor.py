@@ -165,7 +165,12 @@ class SagaActor:
         messages = [command_message(command) for command in saga.outbox]
         stats.publishing += len(messages)
         try:
-            await asyncio.gather(*(broker.publish(m.exchange, m.routing_key, m) for m in messages))
+            if len(messages) == 1:  # the usual case: no task for gather to wrap it in
+                await broker.publish(messages[0].exchange, messages[0].routing_key, messages[0])
+            else:
+                await asyncio.gather(
+                    *(broker.publish(m.exchange, m.routing_key, m) for m in messages)
+                )
         finally:
             stats.publishing -= len(messages)
         await self._system.store.mark_published(saga.saga_id, saga.version)
