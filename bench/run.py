@@ -306,17 +306,20 @@ def main() -> None:
         waits["store"] = wait_until_servers_quiet()
         store = store_saves(urls.mongodb, sizes.store_saves)
         print(f"(b) store saves: {store['per_s']:.0f}/s", flush=True)  # noqa: T201
-        runs = {}
-        for kind in ("memory", "mongodb"):
-            runs[kind] = asyncio.run(sagawire(urls.amqp, urls.mongodb, kind, sizes, workdir))
-            steps = runs[kind]["saturation"]["steps_per_s"]
+
+        def end_to_end(kind: str) -> dict[str, Any]:
+            run = asyncio.run(sagawire(urls.amqp, urls.mongodb, kind, sizes, workdir))
+            steps = run["saturation"]["steps_per_s"]
             print(f"(c) Sagawire on the {kind} store: {steps} steps/s", flush=True)  # noqa: T201
-            if kind == "memory":
-                # (a) again: the memory store's run between two baselines, so that the
-                # machine's drift over the run weighs on both sides of the ratio alike.
-                waits["raw_again"] = wait_until_servers_quiet()
-                raw_again = raw_roundtrip(urls.amqp, sizes.raw_chains, workdir)
-                print(f"(a) raw round trips again: {raw_again['per_s']:.0f}/s", flush=True)  # noqa: T201
+            return run
+
+        runs = {"memory": end_to_end("memory")}
+        # (a) again: the memory store's run between two baselines, so that the machine's drift
+        # over the run weighs on both sides of the ratio alike.
+        waits["raw_again"] = wait_until_servers_quiet()
+        raw_again = raw_roundtrip(urls.amqp, sizes.raw_chains, workdir)
+        print(f"(a) raw round trips again: {raw_again['per_s']:.0f}/s", flush=True)  # noqa: T201
+        runs["mongodb"] = end_to_end("mongodb")
         # The memory figures need no database: they are taken while the restart's database
         # is seeded, which saves a minute and a half of the run.
         restarted, held_or_none = asyncio.run(

@@ -87,6 +87,7 @@ class ChannelAcks:
 
     async def _send(self) -> None:
         loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] | None = None
         try:
             while self._batch:
                 if len(self._batch) < self._full_at and self._delay > 0:
@@ -99,14 +100,12 @@ class ChannelAcks:
                         self._batch_full = None
                 tags, sent = self._batch, self._batch_sent
                 self._batch, self._batch_sent = [], None
-                try:
-                    await self._write(tags)
-                except BaseException as exc:
-                    _fail(sent, exc)
-                    raise
+                await self._write(tags)
                 _resolve(sent)
         except BaseException as exc:  # the channel is gone, or the loop stops
-            _fail(self._batch_sent, exc)  # acks queued meanwhile: no task will write them now
+            # The batch being written, and the one queued meanwhile: no task writes them now.
+            _fail(sent, exc)
+            _fail(self._batch_sent, exc)
             self._batch, self._batch_sent = [], None
             if isinstance(exc, asyncio.CancelledError):
                 raise

@@ -62,10 +62,11 @@ RETRY_BUCKETS_MS: Final = (
     3_600_000,
 )
 
-# Where a retried message was first published: a delay queue sends it back through the default
-# exchange, and the consumer restores these as the message's exchange and routing key.
 PERSISTENT: Final = 2
 """AMQP delivery mode 2: the broker keeps the message on disk."""
+
+# Where a retried message was first published: a delay queue sends it back through the default
+# exchange, and the consumer restores these as the message's exchange and routing key.
 H_DELAYED_EXCHANGE: Final = "x-sagawire-delayed-exchange"
 H_DELAYED_ROUTING_KEY: Final = "x-sagawire-delayed-routing-key"
 
