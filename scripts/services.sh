@@ -133,7 +133,11 @@ start_ferretdb() {
   build_ferretdb
   port_open "$MONGO_PORT" && die "port $MONGO_PORT is taken by another server; stop it, or set SAGAWIRE_SERVICES_MONGO_PORT, or SAGAWIRE_TEST_MONGODB_URL to use it"
   mkdir -p "$FERRET_DIR/data"
-  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$FERRET_DIR/data/" \
+  # synchronous(normal): in WAL mode a commit is written to the log but not synced to disk at
+  # once. Nothing is lost when a process dies, only on a power cut or an OS crash: the same
+  # promise as a standalone MongoDB's default write concern, which acknowledges a write before
+  # its journal is synced (every 100 ms).
+  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$FERRET_DIR/data/?_pragma=synchronous(normal)" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --state-dir="$FERRET_DIR" --debug-addr=- \
     --telemetry=disable --log-level=warn >"$FERRET_DIR/ferretdb.log" 2>&1 &
   echo $! >"$FERRET_PID"
