@@ -21,6 +21,9 @@ class Clock(Protocol):
     def now(self) -> dt.datetime:
         """The current time, timezone-aware UTC."""
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start, never going back: for measuring how long work took."""
+
     async def sleep(self, seconds: float) -> None: ...
 
 

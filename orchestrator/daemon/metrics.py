@@ -61,6 +61,11 @@ class RuntimeCollector(Collector):
             "Commands stored and not yet confirmed by the broker.",
             value=stats.publishing,
         )
+        yield GaugeMetricFamily(
+            "sagawire_sweep_seconds",
+            "How long the last look for due sagas in the store took.",
+            value=stats.sweep_seconds,
+        )
         yield from _store_counters(self._system.store)
         yield _histogram(
             "sagawire_step_latency_seconds",

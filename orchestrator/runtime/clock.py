@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import heapq
 import itertools
+import time
 
 
 class SystemClock:
@@ -13,6 +14,9 @@ class SystemClock:
         # Milliseconds, as MongoDB stores them: a time read back equals the time written.
         now = dt.datetime.now(dt.UTC)
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -22,12 +26,15 @@ class ManualClock:
     """Time stands still until `advance()`; sleepers wake when their time has come."""
 
     def __init__(self, start: dt.datetime | None = None) -> None:
-        self._now = start or dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+        self._now = self._start = start or dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
         self._sleepers: list[tuple[dt.datetime, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     def now(self) -> dt.datetime:
         return self._now
+
+    def monotonic(self) -> float:
+        return (self._now - self._start).total_seconds()
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:

@@ -73,6 +73,8 @@ class RuntimeStats:
     recovered_outboxes: int = 0
     transient_failures: int = 0
     requeued: int = 0
+    sweep_seconds: float = 0.0
+    """How long the last look for due sagas in the store took."""
 
     def count_decision(self, message: Message, before: Saga | None, decision: Decision) -> None:
         self.decisions[decision.disposition.value] += 1

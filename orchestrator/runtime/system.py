@@ -36,6 +36,12 @@ log = structlog.get_logger("sagawire.runtime")
 
 DecisionListener = Callable[[Decision, Saga], None]
 
+SWEEP_SHARE = 0.05
+"""The most of its time the sweeper spends sweeping: after a sweep of t seconds, the next one
+waits max(`sweep_interval`, t / SWEEP_SHARE). On MongoDB a sweep is an index lookup and the
+interval holds; FerretDB v1 reads every saga document for it (about 0.5 ms each), and sweeps
+every few seconds would keep such a database busy with little else."""
+
 
 class RuntimeStopped(SagawireError):
     """The runtime was stopped or killed; the message is left for another one."""
@@ -315,12 +321,24 @@ class ActorSystem:
         return recovered
 
     async def _sweep_loop(self) -> None:
+        pause = self.settings.sweep_interval
         while True:
-            await self.clock.sleep(self.settings.sweep_interval)
+            await self.clock.sleep(pause)
+            began = self.clock.monotonic()
             try:
                 await self.sweep()
             except Exception:
                 log.exception("sweep_failed")
+            took = self.clock.monotonic() - began
+            self.stats.sweep_seconds = took
+            spaced = self.sweep_pause(took)
+            if spaced > self.settings.sweep_interval and pause <= self.settings.sweep_interval:
+                log.info("sweeps_spaced", sweep_seconds=round(took, 3), next_in=round(spaced, 1))
+            pause = spaced
+
+    def sweep_pause(self, took: float) -> float:
+        """Seconds to wait after a sweep that took `took`: see `SWEEP_SHARE`."""
+        return max(self.settings.sweep_interval, took / SWEEP_SHARE)
 
     async def _passivation_loop(self) -> None:
         interval = max(self.settings.passivate_after / 2, 0.01)

@@ -34,6 +34,8 @@ async def test_health_readiness_and_metrics(harness, shop) -> None:
         assert "sagawire_step_latency_seconds_count 3.0" in body
         assert "sagawire_live_actors" in body
         assert "sagawire_commands_published_total 3.0" in body
+        harness.system.stats.sweep_seconds = 0.25
+        assert "sagawire_sweep_seconds 0.25" in (await get(server.port, "/metrics"))[1]
         assert (await get(server.port, "/nope"))[0] == 404
         assert (await get(server.port, "/healthz", "POST"))[0] == 405
         await harness.system.stop()

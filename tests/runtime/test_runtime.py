@@ -12,7 +12,7 @@ from runtime_support import order, scripted, serve_shop
 
 from orchestrator.core.saga import SagaStatus
 from orchestrator.demo.participants import FaultPlan, Ledger
-from orchestrator.runtime.system import ActorSystem, RuntimeSettings
+from orchestrator.runtime.system import SWEEP_SHARE, ActorSystem, RuntimeSettings
 from orchestrator.testing import SagaHarness, ScriptedService
 from participants_sdk import protocol
 
@@ -360,3 +360,36 @@ async def test_a_restarted_runtime_consumes_replies_while_it_recovers(
         await starting
         await system.stop()
         await connection.close()
+
+
+async def test_a_slow_sweep_spaces_out_the_next_ones(make_harness) -> None:
+    async with make_harness(settings=RuntimeSettings(sweep_interval=5.0)) as h:
+        store, clock = h.system.store, h.clock
+        sweeps: list[float] = []
+        takes = {"seconds": 0.0}
+        due = store.due
+
+        async def timed_due(now, limit):  # the store's own, taking `takes` seconds
+            sweeps.append(clock.monotonic())
+            await clock.advance(takes["seconds"])
+            return await due(now, limit)
+
+        store.due = timed_due
+        await h.advance(0.0)  # the sweeper's task starts and waits for its first turn
+        for _ in range(3):  # quick sweeps: one every `sweep_interval`
+            await h.advance(5.0)
+        assert len(sweeps) == 3
+        assert sweeps[2] - sweeps[1] == pytest.approx(5.0)
+
+        takes["seconds"] = 2.0  # a slow one: the next waits 2 / SWEEP_SHARE = 40 s after it
+        await h.advance(5.0)
+        assert len(sweeps) == 4
+        assert h.system.stats.sweep_seconds == pytest.approx(2.0)
+        takes["seconds"] = 0.0
+        await h.advance(35.0)
+        assert len(sweeps) == 4
+        await h.advance(6.0)
+        assert len(sweeps) == 5
+        assert sweeps[4] - sweeps[3] >= 2.0 + 2.0 / SWEEP_SHARE
+        await h.advance(5.0)  # quick again: back to `sweep_interval`
+        assert len(sweeps) == 6
