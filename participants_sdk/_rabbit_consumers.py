@@ -59,8 +59,8 @@ class RabbitDelivery:
         self._message, self.broker_headers = t.from_amqp(
             delivered.header.properties,
             delivered.body,
-            exchange=deliver.exchange or "",
-            routing_key=deliver.routing_key or "",
+            exchange=deliver.exchange,
+            routing_key=deliver.routing_key,
             queue=queue,
         )
         """What RabbitMQ added (`x-death`, `x-delivery-count`): not part of `message.headers`."""

@@ -454,7 +454,12 @@ async def publish(
 
 
 def from_amqp(
-    properties: Basic.Properties, body: bytes, *, exchange: str, routing_key: str, queue: str
+    properties: Basic.Properties,
+    body: bytes,
+    *,
+    exchange: str | None,
+    routing_key: str | None,
+    queue: str,
 ) -> tuple[p.WireMessage, dict[str, Any]]:
     """A message delivered from `queue` as Sagawire sees it, and the headers the broker added.
 
@@ -462,7 +467,7 @@ def from_amqp(
     was first sent is read from its headers instead.
     """
     headers, broker_headers, origin = split_headers(dict(properties.headers or {}), queue)
-    exchange, routing_key = origin or (exchange, routing_key)
+    exchange, routing_key = origin or (exchange or "", routing_key or "")
     message = p.WireMessage(
         message_id=properties.message_id or "",
         type=properties.message_type or "",

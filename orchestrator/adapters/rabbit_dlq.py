@@ -195,8 +195,8 @@ async def _take_all(
         message, broker_headers = t.from_amqp(
             incoming.properties,
             incoming.body,
-            exchange=incoming.exchange or "",
-            routing_key=incoming.routing_key or "",
+            exchange=incoming.exchange,
+            routing_key=incoming.routing_key,
             queue=queue,
         )
         count = broker_headers.get("x-delivery-count")

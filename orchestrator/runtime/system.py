@@ -331,14 +331,10 @@ class ActorSystem:
                 log.exception("sweep_failed")
             took = self.clock.monotonic() - began
             self.stats.sweep_seconds = took
-            spaced = self.sweep_pause(took)
+            spaced = max(self.settings.sweep_interval, took / SWEEP_SHARE)
             if spaced > self.settings.sweep_interval and pause <= self.settings.sweep_interval:
                 log.info("sweeps_spaced", sweep_seconds=round(took, 3), next_in=round(spaced, 1))
             pause = spaced
-
-    def sweep_pause(self, took: float) -> float:
-        """Seconds to wait after a sweep that took `took`: see `SWEEP_SHARE`."""
-        return max(self.settings.sweep_interval, took / SWEEP_SHARE)
 
     async def _passivation_loop(self) -> None:
         interval = max(self.settings.passivate_after / 2, 0.01)
