@@ -444,6 +444,7 @@ async def publish(
         properties=Basic.Properties(
             headers=message.headers,
             content_type=message.content_type or None,
+            content_encoding=message.content_encoding or None,
             delivery_mode=PERSISTENT,
             message_id=message.message_id or None,
             correlation_id=message.correlation_id,
@@ -475,6 +476,7 @@ def from_amqp(
         correlation_id=properties.correlation_id,
         headers=headers,
         content_type=properties.content_type or "",
+        content_encoding=properties.content_encoding or "",
         exchange=exchange,
         routing_key=routing_key,
     )

@@ -21,6 +21,8 @@ import json
 import uuid
 from typing import Any, Final
 
+from participants_sdk import headers as _headers
+
 COMMANDS_EXCHANGE: Final = "sagawire.commands"
 REPLIES_EXCHANGE: Final = "sagawire.replies"
 CONTROL_EXCHANGE: Final = "sagawire.control"
@@ -100,6 +102,7 @@ class WireMessage:
     content_type: str = CONTENT_TYPE_JSON
     exchange: str = ""
     routing_key: str = ""
+    content_encoding: str = ""
 
     @classmethod
     def json(
@@ -120,21 +123,21 @@ class WireMessage:
         )
 
     def header_str(self, name: str) -> str | None:
-        value = self.headers.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
-        return str(value)
+        """The header as text; `HeaderError` when it is not text (see `participants_sdk.headers`)."""
+        return _headers.get_text(self.headers, name)
 
     def header_int(self, name: str) -> int | None:
+        """The header as an integer; `HeaderError` when it is not one."""
+        return _headers.get_int(self.headers, name)
+
+    def header_bool(self, name: str, *, default: bool = False) -> bool:
+        """The header as a boolean; `HeaderError` when it is not one."""
+        return _headers.get_bool(self.headers, name, default=default)
+
+    def header_display(self, name: str) -> str | None:
+        """The header as text for people, whatever its type: never raises."""
         value = self.headers.get(name)
-        if value is None or isinstance(value, bool):
-            return None
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return None
+        return None if value is None else _headers.display(value)
 
     def with_headers(self, **changes: Any) -> WireMessage:  # noqa: ANN401 - header values are any AMQP field
         return dataclasses.replace(self, headers={**self.headers, **changes})

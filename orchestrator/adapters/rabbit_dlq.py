@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
+from participants_sdk.headers import HeaderError
 
 DEFAULT_MAX_REPLAYS = 3
 _DROPPED_ON_REPLAY = (
@@ -53,23 +54,27 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.message.header_str(p.H_DEAD_LETTER_REASON) or "unknown"
+        return self.message.header_display(p.H_DEAD_LETTER_REASON) or "unknown"
 
     @property
     def from_queue(self) -> str:
-        return self.message.header_str(p.H_DEAD_LETTER_QUEUE) or self.queue.removesuffix(".dlq")
+        queue = self.message.header_display(p.H_DEAD_LETTER_QUEUE)
+        return queue or self.queue.removesuffix(".dlq")
 
     @property
     def exchange(self) -> str:
-        return self.message.header_str(p.H_ORIGINAL_EXCHANGE) or ""
+        return self.message.header_display(p.H_ORIGINAL_EXCHANGE) or ""
 
     @property
     def routing_key(self) -> str:
-        return self.message.header_str(p.H_ORIGINAL_ROUTING_KEY) or ""
+        return self.message.header_display(p.H_ORIGINAL_ROUTING_KEY) or ""
 
     @property
     def replays(self) -> int:
-        return self.message.header_int(p.H_REPLAY_COUNT) or 0
+        try:
+            return self.message.header_int(p.H_REPLAY_COUNT) or 0
+        except HeaderError:  # not one of ours: a replay starts counting again
+            return 0
 
     def to_json(self, *, body: bool = False) -> dict[str, Any]:
         document: dict[str, Any] = {
