@@ -123,7 +123,7 @@ class WireMessage:
         )
 
     def header_str(self, name: str) -> str | None:
-        """The header as text; `HeaderError` when it is not text (see `participants_sdk.headers`)."""
+        """The header as text; `HeaderError` when it is not (see `participants_sdk.headers`)."""
         return _headers.get_text(self.headers, name)
 
     def header_int(self, name: str) -> int | None:
