@@ -53,6 +53,10 @@ H_DEAD_LETTER_REASON: Final = "x-sagawire-dead-letter-reason"
 H_DEAD_LETTER_QUEUE: Final = "x-sagawire-dead-letter-queue"
 H_ORIGINAL_EXCHANGE: Final = "x-sagawire-original-exchange"
 H_ORIGINAL_ROUTING_KEY: Final = "x-sagawire-original-routing-key"
+# On a dead letter whose headers could not all be sent again: the names of those left out.
+H_DEAD_LETTER_DROPPED_HEADERS: Final = "x-sagawire-dead-letter-dropped-headers"
+# Stands for a delivery's properties that could not be decoded (the only header it then has).
+H_UNREADABLE_PROPERTIES: Final = "x-sagawire-unreadable-properties"
 H_REPLAY_COUNT: Final = "x-sagawire-replay-count"
 
 # A body larger than this is dead-lettered unread.
