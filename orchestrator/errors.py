@@ -5,9 +5,11 @@
     │   └── DefinitionChanged    a definition's content changed without a new version
     ├── ConfigurationError       bad settings or an unreachable service at start-up
     ├── TransportError           the broker failed
+    ├── StartRefused             a start for a saga id that exists with another machine or data
     └── StoreError               the saga store failed
         ├── VersionConflict      another writer saved the saga first; reload and decide again
-        └── SagaExists           a saga with this id is stored already
+        ├── SagaExists           a saga with this id is stored already
+        └── StoreRefused         the server refused the document itself: retrying cannot help
 
 Business failures are not errors: a participant raises `participants_sdk.Reject`, which becomes
 an event the machine maps, usually to `compensate`.
@@ -55,3 +57,13 @@ class SagaExists(StoreError):
     def __init__(self, saga_id: str) -> None:
         self.saga_id = saga_id
         super().__init__(f"saga {saga_id!r} exists already")
+
+
+class StoreRefused(StoreError):
+    """The store refused what it was given (a key, a value, a size), not a failure of the
+    store: the message that led to it is dead-lettered, never retried as if the store were down.
+    """
+
+
+class StartRefused(SagawireError):
+    """A start for a saga id that exists, with another machine or other data."""

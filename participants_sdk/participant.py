@@ -40,6 +40,7 @@ from participants_sdk.errors import (
     Reject,
     RetryLater,
 )
+from participants_sdk.headers import HeaderError, bounded, check_json_content
 
 if typing.TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -277,10 +278,12 @@ class Participant:
     async def _decide(self, message: p.WireMessage) -> Outcome:
         """The one place that decides between reply, retry and dead-letter."""
         try:
+            check_json_content(message.content_type, message.content_encoding)
             body = p.decode_json_object(message.body)
             ctx = _read_context(message, _log.bind(service=self.service))
-        except (p.BodyError, _MalformedCommandError) as exc:
-            return DeadLetter(str(exc))
+            retries = max(message.header_int(p.H_RETRIES) or 0, 0)
+        except (p.BodyError, HeaderError, _MalformedCommandError) as exc:
+            return DeadLetter(bounded(str(exc)))
         handler = self._handlers.get(message.type)
         if handler is None:
             return DeadLetter(
@@ -290,7 +293,6 @@ class Participant:
             command = handler.command_model.model_validate(body)
         except ValidationError as exc:
             return DeadLetter(_validation_reason(handler, exc))
-        retries = max(message.header_int(p.H_RETRIES) or 0, 0)
         async with self._locks.hold(ctx.idempotency_key):
             try:
                 stored = await self.dedupe.get(ctx.idempotency_key)
@@ -359,11 +361,11 @@ def _read_context(message: p.WireMessage, log: FilteringBoundLogger) -> CommandC
     def number(name: str, *, required: bool) -> int:
         if name not in message.headers and not required:
             return 0
-        value = message.header_int(name)
-        if value is None or value < 1:
-            raise _MalformedCommandError(
-                f"header {name} must be a positive integer, got {message.headers.get(name)!r}"
-            )
+        value = message.header_int(name)  # HeaderError when it is no integer
+        if value is None:
+            raise _MalformedCommandError(f"command has no {name} header")
+        if value < 1:
+            raise _MalformedCommandError(f"header {name} must be a positive integer, got {value}")
         return value
 
     key, attempt = text(p.H_IDEMPOTENCY_KEY), number(p.H_ATTEMPT, required=True)

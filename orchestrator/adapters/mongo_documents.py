@@ -13,13 +13,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from bson.errors import BSONError
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, WriteError
 
 from orchestrator.core.saga import Saga
-from orchestrator.errors import StoreError
+from orchestrator.errors import StoreError, StoreRefused
 from orchestrator.logs import redact
 
 Document = dict[str, Any]
+
+REFUSED_CODES = frozenset({2, 10334, 17419, 17420})
+"""Server errors about the document itself (BadValue: a key or value it does not take;
+BSONObjectTooLarge and its kin): the same write fails however often it is tried."""
 
 
 def mark_update(saga_id: str, version: int) -> tuple[Document, Document]:
@@ -52,10 +56,15 @@ def from_document(document: Document) -> Saga:
 @contextlib.contextmanager
 def store_errors(action: str, subject: str | None = None) -> Iterator[None]:
     """Driver and encoding errors become `StoreError`, the original kept as `__cause__`."""
+    about = f" {subject!r}" if subject else ""
     try:
         yield
-    except (PyMongoError, BSONError) as exc:
-        about = f" {subject!r}" if subject else ""
+    except (BSONError, UnicodeEncodeError, OverflowError) as exc:  # the driver could not encode it
+        raise StoreRefused(f"MongoDB: cannot {action}{about}: {driver_reason(exc)}") from exc
+    except WriteError as exc:
+        error = StoreRefused if exc.code in REFUSED_CODES else StoreError
+        raise error(f"MongoDB: cannot {action}{about}: {driver_reason(exc)}") from exc
+    except PyMongoError as exc:
         raise StoreError(f"MongoDB: cannot {action}{about}: {driver_reason(exc)}") from exc
 
 

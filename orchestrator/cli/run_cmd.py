@@ -169,23 +169,39 @@ def start(
     try:
         started = asyncio.run(send())
         if wait > 0:
-            asyncio.run(_await_start(settings, started, wait))
+            asyncio.run(_await_start(settings, started, machine, payload, wait))
     except (BrokerError, OSError, ConfigurationError, StoreError) as exc:
         raise fail(str(exc)) from None
     typer.echo(started)
 
 
-async def _await_start(settings: Settings, saga_id: str, wait: float) -> None:
-    """Return once the saga exists; exit 1 with the daemon's reason if it refused the start."""
+async def _await_start(
+    settings: Settings, saga_id: str, machine: str, data: dict[str, Any], wait: float
+) -> None:
+    """Return once the saga exists as started; exit 1 with the reason if the start was refused
+    (by the daemon, or because a saga with this id holds another machine or data)."""
     from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
     from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415
     from orchestrator.cli.verdict import Refused, await_verdict  # noqa: PLC0415
+    from orchestrator.core.saga import Saga, start_digest  # noqa: PLC0415
+
+    digest = start_digest(machine, data)
+
+    def started_as_asked(saga: Saga) -> bool:
+        if saga.machine != machine or saga.start_digest not in (None, digest):
+            other = "data" if saga.machine == machine else "machine"
+            raise Refused(
+                f"saga {saga_id!r} exists with other {other}"
+                f" (started as {saga.machine} v{saga.machine_version} on "
+                f"{saga.created_at.isoformat()}); start a new saga under a new id"
+            )
+        return True
 
     store = await MongoSagaStore.connect(settings.mongodb_url)
     connection = await rabbit_dlq.connect(settings.amqp_url)
     try:
         await await_verdict(
-            store, connection, saga_id, f"start:{saga_id}", applied=lambda _: True, wait=wait
+            store, connection, saga_id, f"start:{saga_id}", applied=started_as_asked, wait=wait
         )
     except Refused as refused:
         raise fail(f"start of {saga_id!r} refused: {refused}") from None

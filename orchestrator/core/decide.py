@@ -21,6 +21,7 @@ from orchestrator.core.messages import (
     StepReply,
     TimerFired,
 )
+from orchestrator.core.paths import DataPath
 from orchestrator.core.saga import (
     COMPENSATION_PREFIX,
     RECENT_REQUESTS_LIMIT,
@@ -28,8 +29,11 @@ from orchestrator.core.saga import (
     Saga,
     SagaStatus,
     copy_json,
+    start_digest,
 )
 from orchestrator.core.steps import Transitions
+from participants_sdk.headers import bounded
+from participants_sdk.limits import MAX_DATA_BYTES, json_size, unstorable
 
 
 def decide(
@@ -37,7 +41,7 @@ def decide(
 ) -> Decision:
     if isinstance(message, StartSaga):
         if saga is not None:
-            return Decision(saga, [], Disposition.DUPLICATE, f"saga {saga.saga_id!r} exists")
+            return _start_again(saga, message)
         return _start(definition, message, now)
     if saga is None:
         raise ValueError(f"{type(message).__name__} needs an existing saga")
@@ -54,7 +58,7 @@ def decide(
     else:
         verdict = _on_operator(run, message)
     disposition, reason = verdict
-    if disposition not in (Disposition.APPLIED, Disposition.UNEXPECTED):
+    if disposition not in (Disposition.APPLIED, Disposition.UNEXPECTED, Disposition.UNSTORABLE):
         return Decision(saga, [], disposition, reason)
     return _decision(run, disposition, reason)
 
@@ -68,8 +72,27 @@ def _decision(run: Transitions, disposition: Disposition, reason: str | None) ->
     return Decision(saga, run.commands, disposition, reason)
 
 
+def _start_again(saga: Saga, message: StartSaga) -> Decision:
+    """A start for a saga id that exists: a repeat changes nothing; other data is refused."""
+    if saga.machine == message.machine and saga.start_digest in (
+        None,  # started before digests were kept: nothing to compare with
+        start_digest(message.machine, message.data),
+    ):
+        return Decision(saga, [], Disposition.DUPLICATE, f"saga {saga.saga_id!r} exists")
+    what = "machine" if saga.machine != message.machine else "data"
+    return Decision(
+        saga,
+        [],
+        Disposition.REFUSED,
+        f"saga {saga.saga_id!r} exists with other {what}: it was started as {saga.machine} "
+        f"v{saga.machine_version} on {saga.created_at.isoformat()}; "
+        "start a new saga under a new id",
+    )
+
+
 def _start(definition: MachineDefinition, message: StartSaga, now: dt.datetime) -> Decision:
     saga = Saga(
+        start_digest=start_digest(message.machine, message.data),
         saga_id=message.saga_id,
         machine=definition.machine,
         machine_version=definition.version,
@@ -92,18 +115,12 @@ Verdict = tuple[Disposition, str | None]
 
 def _on_reply(run: Transitions, reply: StepReply) -> Verdict:
     saga = run.saga
-    if reply.machine is not None and reply.machine != saga.machine:
-        return Disposition.INVALID, (
-            f"reply names machine {reply.machine!r}, "
-            f"but saga {saga.saga_id!r} runs {saga.machine!r}"
-        )
-    known = _known_step(run.definition, reply.step)
-    if not known:
-        return Disposition.INVALID, (
-            f"machine {saga.machine} v{saga.machine_version} has no step {reply.step!r}"
-        )
+    if (invalid := _misaddressed(run, reply)) is not None:
+        return Disposition.INVALID, invalid
     pending = saga.pending_step(reply.step)
-    if pending is None or (pending.visit, pending.attempt) != (reply.visit, reply.attempt):
+    # Every attempt of a visit carries the same idempotency key and so reports the same one
+    # effect: the first reply of the current visit is applied, whichever attempt it names.
+    if pending is None or pending.visit != reply.visit or reply.attempt > pending.attempt:
         return _not_pending(saga, reply, pending)
     if pending.phase == "compensation":
         return _compensation_reply(run, pending, reply)
@@ -119,6 +136,39 @@ def _on_reply(run: Transitions, reply: StepReply) -> Verdict:
     raise TypeError(state)  # pragma: no cover - step() returns tasks and branches only
 
 
+def _misaddressed(run: Transitions, reply: StepReply) -> str | None:
+    """Why the reply cannot be for this saga: another machine, no such step, or a service that
+    does not own the step (invariant 10); None when it can."""
+    saga = run.saga
+    if reply.machine is not None and reply.machine != saga.machine:
+        return (
+            f"reply names machine {reply.machine!r}, "
+            f"but saga {saga.saga_id!r} runs {saga.machine!r}"
+        )
+    if not _known_step(run.definition, reply.step):
+        return f"machine {saga.machine} v{saga.machine_version} has no step {reply.step!r}"
+    owner = _owner(run.definition, reply.step)
+    if reply.service is not None and reply.service != owner:
+        return (
+            f"reply to step {reply.step!r} comes from service {reply.service!r}, "
+            f"but service {owner!r} owns it"
+        )
+    return None
+
+
+def _owner(definition: MachineDefinition, step: str) -> str:
+    """The service a known step's command (or compensation) is sent to."""
+    if step.startswith(COMPENSATION_PREFIX):
+        found = definition.step(step.removeprefix(COMPENSATION_PREFIX))
+        if found is None or found[1].compensation is None:  # pragma: no cover - checked before
+            raise KeyError(step)
+        return found[1].compensation.service
+    found = definition.step(step)
+    if found is None:  # pragma: no cover - _known_step checked it
+        raise KeyError(step)
+    return found[1].command.service
+
+
 def _known_step(definition: MachineDefinition, step: str) -> bool:
     if step.startswith(COMPENSATION_PREFIX):
         found = definition.step(step.removeprefix(COMPENSATION_PREFIX))
@@ -128,15 +178,13 @@ def _known_step(definition: MachineDefinition, step: str) -> bool:
 
 def _not_pending(saga: Saga, reply: StepReply, pending: PendingStep | None) -> Verdict:
     where = f"step {reply.step!r} visit {reply.visit} attempt {reply.attempt}"
-    if pending is not None:
-        if (reply.visit, reply.attempt) > (pending.visit, pending.attempt):
-            return Disposition.INVALID, (
-                f"reply for {where}, but visit {pending.visit} attempt {pending.attempt} "
-                "is the newest sent"
-            )
-        return Disposition.STALE, (
-            f"reply for {where}; visit {pending.visit} attempt {pending.attempt} is current"
+    if pending is not None and (reply.visit, reply.attempt) > (pending.visit, pending.attempt):
+        return Disposition.INVALID, (
+            f"reply for {where}, but visit {pending.visit} attempt {pending.attempt} "
+            "is the newest sent"
         )
+    if pending is not None and reply.visit < pending.visit:
+        return Disposition.STALE, f"reply for {where}; visit {pending.visit} is current"
     if reply.step.startswith(COMPENSATION_PREFIX):
         action = reply.step.removeprefix(COMPENSATION_PREFIX)
         if saga.compensation is not None and action in saga.compensation.done:
@@ -183,8 +231,11 @@ def _task_reply(
         return Disposition.APPLIED, None
     if not reply.rejected:
         run.complete(pending)
-    if transition.save_path is not None:
-        transition.save_path.assign(run.saga.data, reply.payload)
+    if transition.save_path is not None and (
+        refused := _save_reply(run, transition.save_path, reply)
+    ):
+        run.begin_compensation(refused, "compensated")
+        return Disposition.UNSTORABLE, refused
     reason = f"{reply.event} from {reply.step}"
     if transition.goto == COMPENSATE:
         run.begin_compensation(f"step {reply.step!r} replied {reply.event}", "compensated")
@@ -200,14 +251,31 @@ def _branch_reply(
     result = branch.on.get(reply.event)
     if (unhandled := _take_reply(run, pending, reply, handled=result is not None)) is not None:
         return unhandled
+    refused = None
     if result is not None and result.result == "done" and not reply.rejected:
         run.complete(pending)
-        if result.save_path is not None:
-            result.save_path.assign(run.saga.data, reply.payload)
+        if result.save_path is not None and (refused := _save_reply(run, result.save_path, reply)):
+            run.saga.parallel_failure = run.saga.parallel_failure or refused
     elif run.saga.parallel_failure is None:
         run.saga.parallel_failure = f"branch {reply.step!r} replied {reply.event}"
     _join(run, state)
-    return Disposition.APPLIED, None
+    return (Disposition.UNSTORABLE, refused) if refused else (Disposition.APPLIED, None)
+
+
+def _save_reply(run: Transitions, path: DataPath, reply: StepReply) -> str | None:
+    """Keep the reply body in saga data; the reason instead when the store could not hold it
+    (invariant 12): the step took effect all the same, so the caller compensates."""
+    problem = unstorable(reply.payload, path="body")
+    if problem is None:
+        size = json_size(reply.payload) + json_size(run.saga.data)
+        if size > MAX_DATA_BYTES:
+            problem = f"saga data would grow to about {size} bytes, past {MAX_DATA_BYTES}"
+    if problem is None:
+        path.assign(run.saga.data, reply.payload)
+        return None
+    reason = bounded(f"reply {reply.event!r} of step {reply.step!r} cannot be stored: {problem}")
+    run.record("reply_refused", step=reply.step, attempt=reply.attempt, detail=reason)
+    return reason
 
 
 def _join(run: Transitions, state: ParallelState) -> None:
@@ -232,10 +300,13 @@ def _unexpected(run: Transitions, reply: StepReply) -> Verdict:
 
 
 def _compensation_reply(run: Transitions, pending: PendingStep, reply: StepReply) -> Verdict:
-    if reply.rejected and pending.waiting == "backoff":
-        # This attempt has failed already (a timeout or this very rejection, redelivered).
+    if reply.rejected and (pending.waiting == "backoff" or reply.attempt < pending.attempt):
+        # This attempt has failed already (a timeout, or this very rejection redelivered): a
+        # failure counts once against the compensation's attempts.
         return Disposition.DUPLICATE, (
-            f"attempt {reply.attempt} of {reply.step!r} has failed already; a retry is scheduled"
+            f"attempt {reply.attempt} of {reply.step!r} has failed already; "
+            f"attempt {pending.attempt} is "
+            + ("scheduled" if pending.waiting == "backoff" else "sent")
         )
     run.record(
         "compensation_replied",

@@ -30,6 +30,8 @@ class StepReply:
     message_id: str | None = None
     machine: str | None = None
     """The machine the reply says the saga runs; a mismatch makes the reply invalid."""
+    service: str | None = None
+    """The service the reply comes from; when given, it must own the step (invariant 10)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,13 +64,16 @@ class Disposition(StrEnum):
     DUPLICATE = "duplicate"
     """Seen before (a redelivery, a duplicated reply, a repeated request): nothing changed."""
     STALE = "stale"
-    """For an earlier attempt or visit, or a step no longer pending: nothing changed."""
+    """For an earlier visit, or a step no longer pending: nothing changed."""
     UNEXPECTED = "unexpected"
     """A reply event the current state does not handle: recorded in history, not applied."""
     REFUSED = "refused"
     """An operator request that does not fit the saga's status: nothing changed."""
     INVALID = "invalid"
     """Names a step the machine does not have: nothing changed; dead-letter it."""
+    UNSTORABLE = "unstorable"
+    """A reply whose body the store cannot hold (`participants_sdk.limits`): the step took
+    effect, so the saga compensates it; the reply is dead-lettered so that its body is kept."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,4 +86,8 @@ class Decision:
     @property
     def changed(self) -> bool:
         """Whether there is anything to store."""
-        return self.disposition in (Disposition.APPLIED, Disposition.UNEXPECTED)
+        return self.disposition in (
+            Disposition.APPLIED,
+            Disposition.UNEXPECTED,
+            Disposition.UNSTORABLE,
+        )

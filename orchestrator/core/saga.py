@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 from enum import StrEnum
 from typing import Any, Final, Literal
 
@@ -21,6 +23,14 @@ def copy_json(value: Any) -> Any:  # noqa: ANN401 - JSON data
     if isinstance(value, list):
         return [copy_json(item) for item in value]
     return value
+
+
+def start_digest(machine: str, data: dict[str, Any]) -> str:
+    """A digest of a start request's machine and data, independent of key order."""
+    canonical = json.dumps(
+        [machine, data], sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 class SagaStatus(StrEnum):
@@ -156,6 +166,9 @@ class Saga(_Model):
     """`step:visit` of the steps a participant rejected (they never join `completed`)."""
     version: int = 0
     """Store version; the store increments it on every save."""
+    start_digest: str | None = None
+    """Digest of the machine and data the saga was started with (`start_digest()`), so that a
+    second start with the same id can be told apart: a repeat, or a conflict."""
     created_at: dt.datetime
     updated_at: dt.datetime
     finished_at: dt.datetime | None = None

@@ -21,7 +21,7 @@ import structlog
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.messages import Decision, Disposition, Message, StartSaga, TimerFired
 from orchestrator.core.saga import Saga
-from orchestrator.errors import SagawireError
+from orchestrator.errors import SagawireError, StartRefused, StoreRefused
 from orchestrator.machines import MachineRegistry, UnknownMachine
 from orchestrator.pauses import MachinePause, MachinePaused
 from orchestrator.ports import Broker, Clock, Delivery, SagaStore, Subscription
@@ -31,6 +31,8 @@ from orchestrator.runtime.stats import RuntimeStats
 from orchestrator.runtime.timers import Timers
 from orchestrator.runtime.wire import InvalidMessage, parse_control, parse_reply
 from participants_sdk import protocol
+from participants_sdk.headers import bounded
+from participants_sdk.limits import check_storable
 
 log = structlog.get_logger("sagawire.runtime")
 
@@ -222,9 +224,12 @@ class ActorSystem:
         """Start a saga in this process (the control queue does the same for other processes)."""
         saga_id = saga_id or uuid.uuid4().hex
         self.definition(machine, None)  # unknown machine: fail before creating an actor
+        check_storable(data, "start data")  # UnstorableData, a ValueError
         decision = await self.tell(saga_id, StartSaga(saga_id=saga_id, machine=machine, data=data))
         if decision is None:  # pragma: no cover - only None messages give None
             raise RuntimeError("start gave no decision")
+        if decision.disposition is Disposition.REFUSED:
+            raise StartRefused(decision.reason or f"start of saga {saga_id!r} refused")
         return decision
 
     async def _actor(self, saga_id: str) -> SagaActor:
@@ -371,7 +376,7 @@ class ActorSystem:
         while True:
             try:
                 return await self.tell(saga_id, message)
-            except (UnknownSaga, UnknownMachine, MachinePaused, RuntimeStopped):
+            except (UnknownSaga, UnknownMachine, MachinePaused, RuntimeStopped, StoreRefused):
                 raise
             except Exception as exc:
                 if waited >= self.settings.transient_give_up or self._closed:
@@ -385,42 +390,33 @@ class ActorSystem:
                 pause = min(pause * 2, self.settings.transient_retry_cap)
 
     async def _deliver(
-        self, delivery: Delivery, parse: Callable[[protocol.WireMessage], tuple[str, Message]]
+        self, delivery: Delivery, parse: Callable[[Delivery], tuple[str, Message]]
     ) -> None:
         """The one place that decides ack, dead-letter or requeue for an incoming message."""
         message = delivery.message
         try:
-            saga_id, core_message = parse(message)
+            saga_id, core_message = parse(delivery)
             with structlog.contextvars.bound_contextvars(
                 saga_id=saga_id, message_id=message.message_id, type=message.type
             ):
                 decision = await self._tell_patiently(saga_id, core_message)
-        except InvalidMessage as exc:
-            await self._dead_letter(delivery, "invalid_message", str(exc))
-        except UnknownSaga as exc:
-            await self._dead_letter(delivery, "unknown_saga", str(exc))
-        except UnknownMachine as exc:
-            await self._dead_letter(delivery, "unknown_machine", str(exc))
-        except MachinePaused as exc:
-            await self._dead_letter(delivery, "refused", str(exc))
         except RuntimeStopped:
             await delivery.requeue()
+        except _NEVER_PROCESSABLE as exc:
+            await self._dead_letter(delivery, _refusal_kind(exc), str(exc))
         except Exception:
             log.exception("delivery_requeued", queue=delivery.queue, message_id=message.message_id)
             self.stats.requeued += 1
             await delivery.requeue()
         else:
-            if decision is not None and decision.disposition in (
-                Disposition.INVALID,
-                Disposition.UNEXPECTED,
-                Disposition.REFUSED,  # an operator request: the DLQ tells the operator why
-            ):
+            if decision is not None and decision.disposition in _DEAD_LETTERED:
                 await self._dead_letter(delivery, decision.disposition.value, decision.reason or "")
             else:
                 await delivery.ack()
 
     async def _dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
         self.stats.dead_lettered[kind] += 1
+        reason = bounded(f"{kind}: {reason}")
         log.warning(
             "dead_lettered",
             queue=delivery.queue,
@@ -428,14 +424,39 @@ class ActorSystem:
             reason=reason,
             message_id=delivery.message.message_id,
         )
-        await delivery.dead_letter(f"{kind}: {reason}")
+        await delivery.dead_letter(reason)
 
 
-def _reply_message(message: protocol.WireMessage) -> tuple[str, Message]:
-    saga_id, reply = parse_reply(message)
+_REFUSAL_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (InvalidMessage, "invalid_message"),
+    (UnknownSaga, "unknown_saga"),
+    (UnknownMachine, "unknown_machine"),
+    (MachinePaused, "refused"),
+    (StoreRefused, "unstorable"),
+)
+"""What makes a message never processable, and the dead-letter kind it is counted under."""
+_NEVER_PROCESSABLE = tuple(kind for kind, _ in _REFUSAL_KINDS)
+
+
+def _refusal_kind(exc: Exception) -> str:
+    return next(kind for cls, kind in _REFUSAL_KINDS if isinstance(exc, cls))
+
+
+_DEAD_LETTERED = frozenset(
+    {
+        Disposition.INVALID,
+        Disposition.UNEXPECTED,
+        Disposition.UNSTORABLE,
+        Disposition.REFUSED,  # an operator request or a conflicting start: the DLQ says why
+    }
+)
+
+
+def _reply_message(delivery: Delivery) -> tuple[str, Message]:
+    saga_id, reply = parse_reply(delivery.message, queue=delivery.queue)
     return saga_id, reply
 
 
-def _control_message(message: protocol.WireMessage) -> tuple[str, Message]:
-    saga_id, request, _machine = parse_control(message)
+def _control_message(delivery: Delivery) -> tuple[str, Message]:
+    saga_id, request, _machine = parse_control(delivery.message)
     return saga_id, request

@@ -13,6 +13,8 @@ from orchestrator.core.messages import OperatorRequest, StartSaga, StepReply
 from orchestrator.core.saga import OutgoingCommand
 from participants_sdk import protocol as p
 from participants_sdk.control import CONTROL_VERBS, OperatorCommand, StartRequest
+from participants_sdk.headers import HeaderError, check_json_content, describe
+from participants_sdk.limits import UnstorableData, check_storable
 
 
 class InvalidMessage(ValueError):
@@ -41,28 +43,40 @@ def command_message(command: OutgoingCommand) -> p.WireMessage:
 
 
 def _body(message: p.WireMessage) -> dict[str, Any]:
-    if message.content_type not in (p.CONTENT_TYPE_JSON, "", None):
-        raise InvalidMessage(f"content type {message.content_type!r} is not {p.CONTENT_TYPE_JSON}")
     try:
+        check_json_content(message.content_type, message.content_encoding)
         return p.decode_json_object(message.body)
-    except p.BodyError as exc:
+    except (p.BodyError, HeaderError) as exc:
         raise InvalidMessage(str(exc)) from None
 
 
 def _require_header(message: p.WireMessage, name: str) -> str:
-    value = message.header_str(name)
+    try:
+        value = message.header_str(name)
+    except HeaderError as exc:
+        raise InvalidMessage(str(exc)) from None
     if not value:
         raise InvalidMessage(f"header {name} is missing")
     return value
 
 
 def _require_int_header(message: p.WireMessage, name: str) -> int:
-    value = message.header_int(name)
-    if value is None or value < 1:
-        raise InvalidMessage(
-            f"header {name} must be a positive integer, got {message.headers.get(name)!r}"
-        )
+    try:
+        value = message.header_int(name)
+    except HeaderError as exc:
+        raise InvalidMessage(str(exc)) from None
+    if value is None:
+        raise InvalidMessage(f"header {name} is missing")
+    if value < 1:
+        raise InvalidMessage(f"header {name} must be a positive integer, got {value}")
     return value
+
+
+def _bool_header(message: p.WireMessage, name: str) -> bool:
+    try:
+        return message.header_bool(name)
+    except HeaderError as exc:
+        raise InvalidMessage(str(exc)) from None
 
 
 def saga_id_of(message: p.WireMessage) -> str:
@@ -71,20 +85,37 @@ def saga_id_of(message: p.WireMessage) -> str:
     return message.correlation_id
 
 
-def parse_reply(message: p.WireMessage) -> tuple[str, StepReply]:
-    """(saga id, reply) from a participant's reply."""
+def parse_reply(message: p.WireMessage, *, queue: str | None = None) -> tuple[str, StepReply]:
+    """(saga id, reply) from a participant's reply taken from `queue`.
+
+    The reply names its service twice, in the routing key and in `x-sagawire-service`; both must
+    be the service whose reply queue it came from (when known), and `decide()` then checks that
+    this service owns the step.
+    """
     saga_id = saga_id_of(message)
     if not message.type:
         raise InvalidMessage("type (the event name) is missing")
+    service = _require_header(message, p.H_SERVICE)
+    if message.routing_key != service:
+        raise InvalidMessage(
+            f"reply from service {describe(service)} was published with routing key "
+            f"{describe(message.routing_key)}; a service replies with its own name as the key"
+        )
+    if queue is not None and queue != p.reply_queue(service):
+        raise InvalidMessage(
+            f"reply from service {describe(service)} arrived on {queue}, not on "
+            f"{p.reply_queue(service)}"
+        )
     reply = StepReply(
         step=_require_header(message, p.H_STEP),
         visit=_require_int_header(message, p.H_VISIT),
         attempt=_require_int_header(message, p.H_ATTEMPT),
         event=message.type,
         payload=_body(message),
-        rejected=bool(message.headers.get(p.H_REJECTED, False)),
+        rejected=_bool_header(message, p.H_REJECTED),
         message_id=message.message_id,
         machine=_require_header(message, p.H_MACHINE),
+        service=service,
     )
     return saga_id, reply
 
@@ -102,12 +133,13 @@ def parse_control(message: p.WireMessage) -> tuple[str, StartSaga | OperatorRequ
     verb = message.type
     if verb not in CONTROL_VERBS:
         raise InvalidMessage(
-            f"unknown control verb {verb!r}; expected one of {', '.join(CONTROL_VERBS)}"
+            f"unknown control verb {describe(verb)}; expected one of {', '.join(CONTROL_VERBS)}"
         )
     body = _body(message)
     try:
         if verb == "start":
             start = StartRequest.model_validate(body)
+            check_storable(start.data, "start data")
             return (
                 start.saga_id,
                 StartSaga(
@@ -121,6 +153,8 @@ def parse_control(message: p.WireMessage) -> tuple[str, StartSaga | OperatorRequ
         request = OperatorCommand.model_validate(body)
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {verb} request: {_validation_reason(exc)}") from None
+    except UnstorableData as exc:
+        raise InvalidMessage(str(exc)) from None
     action: Literal["abort", "retry", "resume"] = verb  # type: ignore[assignment]
     return (
         request.saga_id,

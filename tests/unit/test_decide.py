@@ -353,8 +353,39 @@ def test_start_enters_initial_state_and_sends_its_command(order):
     assert saga.visits == {"pay": 1}
 
 
-def test_start_on_an_existing_saga_is_a_duplicate_and_returns_it_unchanged(order):
+def test_a_repeated_start_is_a_duplicate_and_returns_the_saga_unchanged(order):
     saga = start(order)
+    # The same data, its keys in another order: the same start.
+    again = dict(reversed(list(ORDER_DATA.items())))
+
+    decision = run(order, saga, StartSaga("s1", "order", again), at(5))
+
+    unchanged(decision, saga, Disposition.DUPLICATE)
+
+
+@pytest.mark.parametrize(
+    ("machine_name", "data", "other"),
+    [
+        ("order", {"order_id": "other"}, "data"),
+        ("order", {**ORDER_DATA, "total": 251}, "data"),
+        ("refund", ORDER_DATA, "machine"),
+    ],
+)
+def test_a_start_with_other_data_or_machine_for_an_existing_id_is_refused(
+    order, machine_name, data, other
+):
+    saga = start(order)
+
+    decision = run(order, saga, StartSaga("s1", machine_name, data), at(5))
+
+    unchanged(decision, saga, Disposition.REFUSED)
+    assert decision.reason is not None
+    assert decision.reason.startswith(f"saga 's1' exists with other {other}: it was started as")
+
+
+def test_a_start_for_a_saga_stored_without_a_start_digest_is_a_duplicate(order):
+    """Sagas stored before digests were kept have nothing to compare a start with."""
+    saga = start(order).model_copy(update={"start_digest": None})
 
     decision = run(order, saga, StartSaga("s1", "order", {"order_id": "other"}), at(5))
 
@@ -529,15 +560,32 @@ def test_a_rejected_event_the_state_does_not_name_still_compensates(order):
     assert [c.step for c in decision.saga.completed] == ["pay"]
 
 
-def test_compensation_reply_for_an_older_attempt_is_stale(order):
+def test_compensation_success_for_an_older_attempt_is_applied(order):
+    """Attempt 1 was rejected, attempt 2 is out: a success naming attempt 1 still reports that
+    the step was undone (a participant that retried it itself), so the compensation is done."""
     saga = compensating_reserve(order)
     saga = applied(order, saga, reply("compensate:reserve", "boom", rejected=True), at(1)).saga
     saga = applied(order, saga, TimerFired(), at(3)).saga
     assert saga.pending[0].attempt == 2
 
-    decision = run(order, saga, reply("compensate:reserve", "stock_released", attempt=1), at(4))
+    decision = applied(order, saga, reply("compensate:reserve", "stock_released", attempt=1), at(4))
 
-    unchanged(decision, saga, Disposition.STALE)
+    assert decision.saga.compensation is not None
+    assert decision.saga.compensation.done == ["reserve"]
+    assert steps(decision) == ["compensate:pay"]
+
+
+def test_compensation_rejection_for_an_older_attempt_counts_once(order):
+    """Attempt 1 timed out and attempt 2 is out: attempt 1's late rejection is a failure that
+    was counted already (by the timeout)."""
+    saga = compensating_reserve(order)
+    saga = applied(order, saga, TimerFired(), at(40)).saga  # attempt 1 timed out
+    saga = applied(order, saga, TimerFired(), at(80)).saga  # backoff over: attempt 2 sent
+    assert (saga.pending[0].attempt, saga.pending[0].waiting) == (2, "reply")
+
+    decision = run(order, saga, reply("compensate:reserve", "boom", rejected=True), at(81))
+
+    unchanged(decision, saga, Disposition.DUPLICATE)
 
 
 # -- timeouts and retries -----------------------------------------------------------------
@@ -1016,15 +1064,23 @@ def test_a_second_identical_compensation_reply_is_a_duplicate(order):
     unchanged(run(order, saga, done, at(1)), saga, Disposition.DUPLICATE)
 
 
-def test_a_reply_for_an_older_attempt_is_stale():
+def test_a_reply_for_an_older_attempt_of_the_current_visit_is_applied():
+    """Attempt 2 went out after attempt 1 timed out; attempt 1's reply, late, carries the same
+    idempotency key and reports the visit's one effect: it is applied, and attempt 2's reply
+    is then a duplicate."""
     charge = machine(CHARGE_NO_BACKOFF)
     saga = applied(charge, start(charge), reply("reserve", "reserved")).saga
     saga = applied(charge, saga, TimerFired(), at(10)).saga
     assert saga.pending[0].attempt == 2
 
-    decision = run(charge, saga, reply("charge", "charged", attempt=1), at(11))
+    decision = applied(charge, saga, reply("charge", "charged", attempt=1), at(11))
 
-    unchanged(decision, saga, Disposition.STALE)
+    assert decision.saga.status is SagaStatus.SUCCEEDED
+    assert [c.step for c in decision.saga.completed] == ["reserve", "charge"]
+    replied = [h for h in decision.saga.history if h.event == "replied" and h.step == "charge"]
+    assert [h.attempt for h in replied] == [1]
+    second = run(charge, decision.saga, reply("charge", "charged", attempt=2), at(12))
+    unchanged(second, decision.saga, Disposition.DUPLICATE)
 
 
 def test_a_reply_for_an_older_visit_is_stale():
@@ -1197,12 +1253,8 @@ def test_retry_resends_every_pending_step_with_the_next_attempt(trip):
     assert decision.saga.deadline == at(15)
     retries = [h for h in decision.saga.history if h.event == "retry_requested"]
     assert [(h.step, h.by) for h in retries] == [("book.flight", "alice"), ("book.hotel", "alice")]
-    # Replies to the new attempt apply; replies to the old one are stale.
-    unchanged(
-        run(trip, decision.saga, reply("book.flight", "flight_booked")),
-        decision.saga,
-        Disposition.STALE,
-    )
+    # A reply to either attempt of the visit applies: both carry the same idempotency key.
+    applied(trip, decision.saga, reply("book.flight", "flight_booked"))
     applied(trip, decision.saga, reply("book.flight", "flight_booked", attempt=2))
 
 

@@ -272,7 +272,7 @@ class Run:
     def fresh(self, pending: PendingStep) -> bool:
         return (pending.step, pending.visit, pending.attempt) not in self.replied
 
-    def reply_to(self, pending: PendingStep, kind: str) -> StepReply:
+    def reply_to(self, pending: PendingStep, kind: str, attempt: int | None = None) -> StepReply:
         self.replied.add((pending.step, pending.visit, pending.attempt))
         if pending.phase == "compensation":
             rejected = kind != "ok"
@@ -283,7 +283,8 @@ class Run:
             event, rejected = self.machine.fail_result[pending.step], False
         else:
             event, rejected = self.machine.failure[pending.step], True
-        return StepReply(pending.step, pending.visit, pending.attempt, event, {}, rejected=rejected)
+        attempt = pending.attempt if attempt is None else attempt
+        return StepReply(pending.step, pending.visit, attempt, event, {}, rejected=rejected)
 
     def options(self) -> list[tuple[Any, ...]]:
         """What may happen next; repeated entries make an option more likely."""
@@ -329,27 +330,31 @@ class Run:
                 self.redeliver(message)
             else:
                 self.deliver(message)
-        elif kind in ("old_attempt", "future_attempt"):
+        elif kind == "old_attempt":
+            # Every attempt of a visit reports the same one effect: the first reply of the
+            # current visit applies, whichever attempt it names.
             pending = self.saga.pending_step(option[1])
             assert pending is not None
-            if kind == "old_attempt":
-                attempt = self.draw(st.integers(1, pending.attempt - 1))
-                expected = Disposition.STALE
+            attempt = self.draw(st.integers(1, pending.attempt - 1))
+            message = self.reply_to(pending, self.draw(st.sampled_from(["ok", "fail"])), attempt)
+            if pending.phase == "compensation" and message.rejected:
+                # That attempt failed already (it timed out): its rejection counts once.
+                self.redeliver(message)
             else:
-                attempt = pending.attempt + self.draw(st.integers(1, 3))
-                expected = Disposition.INVALID
+                self.deliver(message)
+        elif kind == "future_attempt":
+            pending = self.saga.pending_step(option[1])
+            assert pending is not None
             message = StepReply(
                 pending.step,
                 pending.visit,
-                attempt,
+                pending.attempt + self.draw(st.integers(1, 3)),
                 "whatever",
                 {},
                 rejected=self.draw(st.booleans()),
             )
             decision = self.send(message)
-            assert decision.disposition is expected, decision.reason
-            if kind == "old_attempt":
-                self.redeliverable.append(message)
+            assert decision.disposition is Disposition.INVALID, decision.reason
         elif kind == "timer":
             assert self.saga.deadline is not None
             late = dt.timedelta(seconds=self.draw(st.sampled_from([0, 0, 1, 7, 45])))

@@ -318,8 +318,13 @@ async def test_an_unknown_command_is_dead_lettered(broker):
     [
         ({H_IDEMPOTENCY_KEY: None}, f"command has no {H_IDEMPOTENCY_KEY} header"),
         ({H_STEP: ""}, f"command has no {H_STEP} header"),
-        ({H_ATTEMPT: "first"}, f"header {H_ATTEMPT} must be a positive integer, got 'first'"),
-        ({H_ATTEMPT: None}, f"header {H_ATTEMPT} must be a positive integer, got None"),
+        (
+            {H_ATTEMPT: "first"},
+            f"header {H_ATTEMPT} must be an integer or a decimal string, got str 'first'",
+        ),
+        ({H_ATTEMPT: "1.9"}, f"header {H_ATTEMPT} must be an integer or a decimal string"),
+        ({H_ATTEMPT: None}, f"command has no {H_ATTEMPT} header"),
+        ({H_ATTEMPT: -2}, f"header {H_ATTEMPT} must be a positive integer, got -2"),
         ({H_VISIT: 0}, f"header {H_VISIT} must be a positive integer, got 0"),
     ],
 )
@@ -328,7 +333,8 @@ async def test_a_command_without_its_headers_is_dead_lettered_naming_the_header(
     broker, changes, reason
 ):
     await run(broker, payments(), command(**changes))
-    assert dead_letter_reasons(broker) == [reason]
+    (got,) = dead_letter_reasons(broker)
+    assert got.startswith(reason), got
 
 
 @pytest.mark.asyncio
