@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+from orchestrator.core.conditions import ConditionTypeError
 from orchestrator.core.definition import (
     COMPENSATE,
     Branch,
@@ -108,7 +109,10 @@ class Transitions:
                 self.finish(SagaStatus(state.final), flag=flag)
                 return
             if isinstance(state, ChoiceState):
-                target, reason = self._choose(state)
+                chosen = self._choose(state)
+                if chosen is None:
+                    return
+                target, reason = chosen
                 continue
             self.saga.visits[target] = visit = self.saga.visits.get(target, 0) + 1
             if isinstance(state, TaskState):
@@ -118,9 +122,17 @@ class Transitions:
             return
         self.fail(f"more than {MAX_IMMEDIATE_HOPS} choice states in a row; the machine loops")
 
-    def _choose(self, state: ChoiceState) -> tuple[str, str]:
+    def _choose(self, state: ChoiceState) -> tuple[str, str] | None:
+        """The target and why; None when a condition could not be answered and the saga failed."""
         for index, rule in enumerate(state.choice):
-            if rule.when.evaluate(self.saga.data):
+            try:
+                matched = rule.when.evaluate(self.saga.data)
+            except ConditionTypeError as exc:
+                # Taking the default here would skip the check the rule stands for, silently.
+                self.record("condition_failed", detail=f"choice[{index}]: {exc}")
+                self.fail(f"choice state {self.saga.state!r}, choice[{index}]: {exc}")
+                return None
+            if matched:
                 return rule.goto, f"choice[{index}] matched"
         return state.default, "no choice matched: default"
 

@@ -322,6 +322,114 @@ def test_path_without_dollar_in_a_condition_is_rejected(tmp_path: Path) -> None:
     assert line.startswith(f"{path}: ")
 
 
+def with_route(condition: str) -> str:
+    """GOOD with a choice state first whose one rule tests `condition`."""
+    return GOOD.replace("initial: pay", "initial: route").replace(
+        "  done: {final: succeeded}",
+        "  done: {final: succeeded}\n"
+        "  route:\n"
+        f"    choice: [{{when: {condition}, goto: ship}}]\n"
+        "    default: pay",
+    )
+
+
+@pytest.mark.parametrize(
+    ("condition", "field", "message"),
+    [
+        (
+            "{path: $.total, gt: '5000'}",
+            "choice[0].when.gt",
+            (
+                "gt: '5000' is a string; gt/gte/lt/lte compare numbers (or dates written "
+                "'YYYY-MM-DD'); write gt: 5000"
+            ),
+        ),
+        ('{path: $.total, lte: "12.5"}', "choice[0].when.lte", "write lte: 12.5"),
+        ("{path: $.total, gte: high}", "choice[0].when.gte", "gte: 'high' is a string;"),
+        ("{path: $.total, lt: true}", "choice[0].when.lt", "lt: true is a boolean;"),
+        ("{path: $.total, gt: null}", "choice[0].when.gt", "gt: null compares nothing;"),
+        ("{path: $.total, gt: [1]}", "choice[0].when.gt", "gt: [1] is a list;"),
+        ("{path: $.day, gt: 2024-01-01T10:00:00Z}", "choice[0].when.gt", "is a date-time;"),
+        (
+            "{any: [{path: $.total, gt: 1}, {not: {path: $.total, lt: '9'}}]}",
+            "choice[0].when.any[1].not.lt",
+            "lt: '9' is a string;",
+        ),
+        ("{path: $.total, in: null}", "choice[0].when", "in: null is not a list"),
+    ],
+)
+def test_ordering_literal_that_is_not_a_number_is_rejected(
+    tmp_path: Path, condition: str, field: str, message: str
+) -> None:
+    path = write(tmp_path, with_route(condition))
+    line = the_line(problems_of(path), "state 'route'", f"field '{field}': ", message)
+    assert line.startswith(f"{path}: machine 'shop' v1: ")
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "{path: $.total, gt: 5000}",
+        "{path: $.total, lte: -0.5}",
+        "{path: $.day, gte: '2024-01-01'}",
+        "{path: $.day, lt: 2024-01-01}",  # an unquoted YAML date is the same date
+        "{path: $.status, equals: '5000'}",
+        "{path: $.total, in: [1, 2, 3]}",
+    ],
+)
+def test_number_and_date_literals_load(tmp_path: Path, condition: str) -> None:
+    registry = load_machines(write(tmp_path, with_route(condition)))
+    assert [d.key for d in registry] == [("shop", 1)]
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("gtr", "gt"),
+        ("gto", "gt"),  # not the `goto` of a transition: inside `when` only conditions count
+        ("gte_", "gte"),
+        ("greater_than", "gt"),
+        ("Greater-Than-Or-Equal", "gte"),
+        (">=", "gte"),
+        ("less_than", "lt"),
+        ("lte_", "lte"),
+        ("equal", "equals"),
+        ("eq", "equals"),
+        ("not_equal", "not_equals"),
+        ("ne", "not_equals"),
+        ("exist", "exists"),
+        ("one_of", "in"),
+        ("pth", "path"),
+    ],
+)
+def test_misspelt_condition_key_suggests_the_operator(tmp_path: Path, key: str, meant: str) -> None:
+    path = write(tmp_path, with_route(f"{{path: $.total, '{key}': 1}}"))
+    line = the_line(
+        problems_of(path),
+        "state 'route'",
+        "field 'choice[0].when'",
+        f"unknown field '{key}' (did you mean '{meant}'?)",
+        "a condition takes 'path' and one of equals, not_equals, gt, gte, lt, lte, exists, in",
+    )
+    assert line.startswith(f"{path}: machine 'shop' v1: ")
+
+
+@pytest.mark.parametrize(("key", "meant"), [("and", "all"), ("or", "any"), ("nott", "not")])
+def test_misspelt_combinator_suggests_the_combinator(tmp_path: Path, key: str, meant: str) -> None:
+    text = with_route(f"{{{key}: [{{path: $.total, gt: 1}}]}}")
+    the_line(
+        problems_of(write(tmp_path, text)),
+        "field 'choice[0].when'",
+        f"unknown field '{key}' (did you mean '{meant}'?)",
+    )
+
+
+def test_unknown_condition_key_with_nothing_close_lists_the_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, with_route("{path: $.total, matches: 'a.*'}"))
+    line = the_line(problems_of(path), "field 'choice[0].when'", "unknown field 'matches'; ")
+    assert "did you mean" not in line
+
+
 def test_unknown_service_in_a_parallel_branch_compensation(tmp_path: Path) -> None:
     text = GOOD.replace(
         "  done: {final: succeeded}",

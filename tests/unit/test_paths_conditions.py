@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import operator
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from orchestrator.core.conditions import Condition
+from orchestrator.core.conditions import Condition, ConditionTypeError
 from orchestrator.core.definition import render_template
 from orchestrator.core.durations import format_duration, parse_duration
 from orchestrator.core.paths import MissingPath, parse_path, parse_save_path
@@ -164,11 +169,19 @@ def test_parse_save_path() -> None:
         ({"path": "$.total", "lte": 119}, False),
         ({"path": "$.day", "gt": "2024-01-01"}, True),
         ({"path": "$.day", "lt": "2024-01-01"}, False),
-        ({"path": "$.order_id", "gt": 1}, False),
-        ({"path": "$.total", "gt": "100"}, False),
-        ({"path": "$.flag", "gt": 0}, False),
         ({"path": "$.missing", "gt": 0}, False),
         ({"path": "$.missing", "lt": 0}, False),
+        ({"path": "$.payment.refunded", "gt": 0}, False),
+        ({"path": "$.payment.missing?", "lte": 0}, False),
+        ({"path": "$.day", "gte": "2024-05-01"}, True),
+        ({"path": "$.total", "equals": 120.0}, True),
+        ({"path": "$.flag", "equals": True}, True),
+        ({"path": "$.items[1]", "equals": {"qty": 1, "sku": "b"}}, True),
+        ({"path": "$.items[1]", "equals": {"qty": True, "sku": "b"}}, False),
+        ({"path": "$.payment.refunded", "not_equals": 5}, True),
+        ({"path": "$.total", "in": [1, "x", 120]}, True),
+        ({"path": "$.total", "in": [None, 3]}, False),
+        ({"path": "$.payment.refunded", "in": [None]}, True),
         ({"path": "$.payment.refunded", "exists": True}, True),
         ({"path": "$.missing", "exists": True}, False),
         ({"path": "$.missing", "exists": False}, True),
@@ -211,12 +224,204 @@ def test_combinations() -> None:
         ({"path": "total", "equals": 1}, "a path starts with"),
         ({"path": "$.total", "gt": 1, "all": []}, "either a comparison"),
         ({"all": [], "any": []}, "use one of all/any/not"),
-        ({"path": "$.total", "matches": ".*"}, "Extra inputs"),
+        ({"path": "$.total", "matches": ".*"}, "unknown field 'matches'; a condition takes"),
+        (
+            {"path": "$.total", "greater_than": 1},
+            r"unknown field 'greater_than' \(did you mean 'gt'\?\)",
+        ),
+        ({"path": "$.total", "gt": "100"}, "gt: '100' is a string; .* write gt: 100"),
+        ({"path": "$.total", "gte": "2024-02-30"}, "gte: '2024-02-30' is a string"),
+        ({"path": "$.total", "lt": True}, "lt: true is a boolean; .*use equals"),
+        ({"path": "$.total", "lte": None}, "lte: null compares nothing"),
+        ({"path": "$.total", "gt": [1]}, r"gt: \[1\] is a list"),
+        ({"path": "$.total", "gt": {"a": 1}}, r"gt: \{a: 1\} is an object"),
+        ({"path": "$.total", "gt": float("nan")}, "gt: .nan is not a number"),
+        ({"path": "$.total", "in": None}, "in: null is not a list"),
+        ({"path": "$.total", "exists": None}, "exists: null is neither"),
     ],
 )
 def test_invalid_conditions(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Condition.model_validate(spec)
+
+
+# -- kinds that do not compare (DESIGN.md invariant 13) ----------------------------------------
+
+# One value of each JSON kind; the same number shows as a string, a boolean, a list, an object.
+KINDS: dict[str, Any] = {
+    "a number": 9000,
+    "a string": "9000",
+    "a boolean": True,
+    "a list": [9000],
+    "an object": {"amount": 9000},
+}
+EXCERPTS = {
+    "a number": "int 9000",
+    "a string": "str '9000'",
+    "a boolean": "bool True",
+    "a list": "list [9000]",
+    "an object": "dict {'amount': 9000}",
+}
+ORDERINGS = ("gt", "gte", "lt", "lte")
+
+
+def mismatch_cases() -> list[Any]:
+    cases = []
+    for op in ORDERINGS:
+        for literal, wanted in ((5000, "a number"), ("2024-01-01", "a date")):
+            for kind in KINDS:
+                if wanted == "a number" and kind == "a number":
+                    continue
+                date_text = wanted == "a date" and kind == "a string"
+                got = "a string that is not a date 'YYYY-MM-DD'" if date_text else kind
+                cases.append(
+                    pytest.param(op, literal, wanted, kind, got, id=f"{op}-{wanted}-{kind}")
+                )
+    for op in ("equals", "not_equals", "in"):
+        for wanted, literal in KINDS.items():
+            for kind in KINDS:
+                if kind != wanted:
+                    written = [literal] if op == "in" else literal
+                    cases.append(
+                        pytest.param(op, written, wanted, kind, kind, id=f"{op}-{wanted}-{kind}")
+                    )
+    return cases
+
+
+@pytest.mark.parametrize(("op", "literal", "wanted", "kind", "got"), mismatch_cases())
+def test_mismatched_kinds_raise_naming_path_operator_literal_and_value(
+    op: str, literal: Any, wanted: str, kind: str, got: str
+) -> None:
+    condition = Condition.model_validate({"path": "$.amount", op: literal})
+    with pytest.raises(ConditionTypeError) as caught:
+        condition.evaluate({"amount": KINDS[kind]})
+    message = str(caught.value)
+    assert message.startswith(f"$.amount {op} ")
+    assert f"compares {wanted} with {got}: the saga holds {EXCERPTS[kind]}" in message
+    for combined in (
+        {"all": [{"path": "$.amount", op: literal}]},
+        {"not": {"path": "$.amount", op: literal}},
+    ):
+        with pytest.raises(ConditionTypeError):
+            Condition.model_validate(combined).evaluate({"amount": KINDS[kind]})
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        ({"path": "$.amount", "gt": 5000}, "$.amount gt 5000 compares a number with a string"),
+        ({"path": "$.amount", "lte": 0.5}, "$.amount lte 0.5 compares"),
+        ({"path": "$.amount", "equals": None}, None),
+        ({"path": "$.amount", "in": ["NL", 1]}, None),
+        ({"path": "$.amount", "in": ["NL", "BE"]}, None),
+        ({"path": "$.amount", "in": [1, 2]}, "$.amount in [1, 2] compares a number with a string"),
+        ({"path": "$.amount", "in": [True, 2]}, "compares a boolean or a number with a string"),
+        ({"path": "$.amount", "in": []}, None),
+        ({"path": "$.amount", "in": [None]}, None),
+    ],
+)
+def test_what_the_message_shows_and_what_is_no_mismatch(
+    spec: dict[str, Any], shown: str | None
+) -> None:
+    condition = Condition.model_validate(spec)
+    if shown is None:
+        assert condition.evaluate({"amount": "9000"}) is False
+        return
+    with pytest.raises(ConditionTypeError, match=re.escape(shown)):
+        condition.evaluate({"amount": "9000"})
+
+
+def test_a_long_saga_value_is_shown_bounded() -> None:
+    condition = Condition.model_validate({"path": "$.note", "gt": 1})
+    with pytest.raises(ConditionTypeError) as caught:
+        condition.evaluate({"note": "x" * 10_000})
+    assert len(str(caught.value)) < 200
+    assert "(10000 long)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "value"),
+    [
+        ({"equals": 1}, True),
+        ({"equals": 0}, False),
+        ({"not_equals": 1}, True),
+        ({"equals": True}, 1),
+        ({"in": [0, 1]}, False),
+        ({"in": [True]}, 1),
+        ({"gt": 0}, True),
+        ({"lt": 1}, False),
+    ],
+)
+def test_true_is_not_one(spec: dict[str, Any], value: object) -> None:
+    """Python says True == 1; a saga's boolean never stands in for a number, nor the reverse."""
+    with pytest.raises(ConditionTypeError, match="boolean"):
+        Condition.model_validate({"path": "$.v", **spec}).evaluate({"v": value})
+
+
+@pytest.mark.parametrize("op", [*ORDERINGS, "equals", "not_equals", "in"])
+@pytest.mark.parametrize("data", [{}, {"amount": None}], ids=["missing", "null"])
+def test_missing_or_null_is_no_match_and_no_error(op: str, data: dict[str, Any]) -> None:
+    literal: Any = [5000] if op == "in" else 5000
+    expected = op == "not_equals"
+    assert Condition.model_validate({"path": "$.amount", op: literal}).evaluate(data) is (
+        expected if data else False
+    )
+
+
+def test_dates_compare_as_dates_only() -> None:
+    after = Condition.model_validate({"path": "$.day", "gt": "2024-01-31"})
+    assert after.evaluate({"day": "2024-02-01"}) is True
+    assert after.evaluate({"day": "2024-01-31"}) is False
+    unquoted = Condition.model_validate({"path": "$.day", "gt": dt.date(2024, 1, 31)})
+    assert unquoted.gt == "2024-01-31"
+    for value in ("2024-02-01T00:00:00Z", "2024-2-1", "tomorrow", 20240201):
+        with pytest.raises(ConditionTypeError, match=r"\$\.day gt '2024-01-31' compares a date"):
+            after.evaluate({"day": value})
+    with pytest.raises(ValidationError, match="is a date-time"):
+        Condition.model_validate({"path": "$.day", "gt": dt.datetime(2024, 1, 31, tzinfo=dt.UTC)})
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**15), max_value=10**15)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+NUMBERS = st.integers(min_value=-(10**15), max_value=10**15) | st.floats(
+    allow_nan=False, allow_infinity=False
+)
+OPERATORS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+
+
+@given(value=JSON_SCALARS, literal=NUMBERS, op=st.sampled_from(sorted(OPERATORS)))
+def test_an_ordering_is_numeric_or_refused_never_a_silent_false(
+    value: object, literal: float, op: str
+) -> None:
+    condition = Condition.model_validate({"path": "$.v", op: literal})
+    if value is None:  # no value, as a missing path: no match
+        assert condition.evaluate({"v": value}) is False
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        assert condition.evaluate({"v": value}) is OPERATORS[op](value, literal)
+    else:
+        with pytest.raises(ConditionTypeError):
+            condition.evaluate({"v": value})
+
+
+@given(value=JSON_SCALARS, literal=JSON_SCALARS, negate=st.booleans())
+def test_equality_is_same_kind_or_refused(value: object, literal: object, negate: bool) -> None:
+    op = "not_equals" if negate else "equals"
+    condition = Condition.model_validate({"path": "$.v", op: literal})
+
+    def kind(x: object) -> type:
+        return float if isinstance(x, int) and not isinstance(x, bool) else type(x)
+
+    if value is not None and literal is not None and kind(value) is not kind(literal):
+        with pytest.raises(ConditionTypeError):
+            condition.evaluate({"v": value})
+    else:
+        equal = kind(value) is kind(literal) and value == literal
+        assert condition.evaluate({"v": value}) is (equal != negate)
 
 
 # -- input templates --------------------------------------------------------------------------
