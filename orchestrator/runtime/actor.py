@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from orchestrator.core.confirm import count_from_confirm
 from orchestrator.core.decide import decide
 from orchestrator.core.messages import Decision, Message, StartSaga
 from orchestrator.core.saga import Saga
-from orchestrator.errors import SagaExists, SagawireError, VersionConflict
+from orchestrator.errors import SagaExists, SagawireError, StoreError, VersionConflict
 from orchestrator.runtime.wire import command_message
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class SagaActor:
         self._saga = await self._system.store.load(self.saga_id)
         self._loaded = True
         if self._saga is not None and self._saga.outbox:
-            await self._flush(self._saga)
+            self._saga = await self._flush(self._saga)
         if self._saga is not None:
             self._system.timers.set(self.saga_id, self._saga.deadline)
 
@@ -149,18 +150,22 @@ class SagaActor:
                 self._loaded = False
                 continue
             self._saga = stored
-            await self._flush(stored)
-            self._system.timers.set(self.saga_id, stored.deadline)
+            self._saga = await self._flush(stored)
+            self._system.timers.set(self.saga_id, self._saga.deadline)
             self._system.decided(message, saga, decision, stored)
             return decision
         raise ConflictStorm(
             f"saga {self.saga_id!r}: {MAX_CONFLICT_RETRIES} version conflicts in a row"
         )
 
-    async def _flush(self, saga: Saga) -> None:
-        """Publish the outbox, all confirms awaited together, then mark it published."""
+    async def _flush(self, saga: Saga) -> Saga:
+        """Publish the outbox, all confirms awaited together, then mark it published.
+
+        Returns the saga as it now stands: saved again when a confirm came so late that the
+        deadlines of its steps had to be moved to count from it (`core.confirm`).
+        """
         if not saga.outbox:
-            return
+            return saga
         broker, stats = self._system.broker, self._system.stats
         messages = [command_message(command) for command in saga.outbox]
         stats.publishing += len(messages)
@@ -173,6 +178,30 @@ class SagaActor:
                 )
         finally:
             stats.publishing -= len(messages)
-        await self._system.store.mark_published(saga.saga_id, saga.version)
         stats.commands_published += len(messages)
+        definition = self._system.definition(saga.machine, saga.machine_version)
+        confirmed = {m.message_id for m in messages}
+        moved = count_from_confirm(definition, saga, confirmed, self._system.clock.now())
+        if moved is not None:
+            return await self._save_moved(saga, moved)
+        await self._system.store.mark_published(saga.saga_id, saga.version)
         saga.outbox = []
+        return saga
+
+    async def _save_moved(self, saga: Saga, moved: Saga) -> Saga:
+        """Store deadlines moved to count from a late confirm, with the outbox published."""
+        moved.outbox = []
+        try:
+            stored = await self._system.store.save(moved)
+        except VersionConflict:  # saved by another replica meanwhile: it decides from here
+            self._loaded = False
+            return saga
+        except StoreError as exc:
+            # The commands are out; their deadlines stay counted from the save, and the outbox
+            # is published again on recovery (participants dedupe it).
+            log.warning("moved_deadlines_not_saved", saga_id=saga.saga_id, error=str(exc))
+            self._loaded = False
+            return saga
+        self._system.stats.deadlines_moved += 1
+        log.info("deadlines_moved_to_confirm", saga_id=saga.saga_id, deadline=str(stored.deadline))
+        return stored

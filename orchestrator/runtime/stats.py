@@ -71,6 +71,8 @@ class RuntimeStats:
     passivated: int = 0
     timer_fires: int = 0
     recovered_outboxes: int = 0
+    deadlines_moved: int = 0
+    """Sagas saved again because a confirm came late: their deadlines count from it."""
     transient_failures: int = 0
     requeued: int = 0
     sweep_seconds: float = 0.0
@@ -98,4 +100,5 @@ class RuntimeStats:
             "commands_published": self.commands_published,
             "conflicts": self.conflicts,
             "passivated": self.passivated,
+            "deadlines_moved": self.deadlines_moved,
         }

@@ -1,0 +1,62 @@
+"""A step's deadline runs from the broker's confirm of its command, not from the save.
+
+`decide()` sets each deadline from the moment it decides, and the runtime publishes the commands
+right after the save, so the two moments are usually milliseconds apart. When they are not (a
+daemon killed between the save and the publish, whose successor publishes the outbox on
+recovery; a broker that took long to confirm), the participant has had nothing to work with yet:
+`count_from_confirm` moves such deadlines to count from the confirm (invariant 11).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+
+from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.saga import PendingStep, Saga
+from orchestrator.core.steps import Transitions
+
+CONFIRM_SLACK_SECONDS = 1.0
+"""A confirm this much later than the save (or a tenth of the step's timeout, if less) moves the
+deadline; a quicker one leaves it counted from the save, which costs no extra write."""
+
+
+def _command_id(pending: PendingStep) -> str:
+    return f"{pending.idempotency_key}:{pending.attempt}"
+
+
+def count_from_confirm(
+    definition: MachineDefinition, saga: Saga, confirmed: Collection[str], at: dt.datetime
+) -> Saga | None:
+    """The saga with the deadlines of the steps whose commands (message ids in `confirmed`) the
+    broker confirmed at `at` counted from then, if any was confirmed later than its slack; else
+    None (the saga stays as it is). The input saga is not modified."""
+    run = Transitions(definition, saga, at)
+
+    def late(pending: PendingStep) -> bool:
+        if pending.waiting != "reply" or _command_id(pending) not in confirmed:
+            return False
+        timeout, _ = run.policy(pending)
+        slack = min(CONFIRM_SLACK_SECONDS, timeout / 10)
+        return (at - pending.sent_at).total_seconds() > slack
+
+    if not any(late(pending) for pending in saga.pending):
+        return None
+    run = Transitions(definition, saga.fork(), at)
+    for pending in run.saga.pending:
+        if not late(pending):
+            continue
+        timeout, _ = run.policy(pending)
+        delay = (at - pending.sent_at).total_seconds()
+        pending.sent_at = at
+        pending.deadline = at + dt.timedelta(seconds=timeout)
+        run.record(
+            "command_confirmed_late",
+            step=pending.step,
+            attempt=pending.attempt,
+            detail=f"confirmed {delay:.1f}s after it was saved; its {timeout:g}s timeout "
+            "counts from the confirm",
+        )
+    run.saga.refresh_deadline()
+    run.saga.updated_at = at
+    return run.saga
