@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from participants_sdk import protocol
 from participants_sdk.errors import NotConfirmed
+from participants_sdk.limits import check_storable
 from participants_sdk.transport import Broker
 
 _log = structlog.get_logger(__name__)
@@ -61,7 +62,12 @@ class SagaClient:
     async def start_saga(
         self, machine: str, data: dict[str, Any], *, saga_id: str | None = None
     ) -> str:
-        """Ask the orchestrator to start a saga; returns its id once the broker has the request."""
+        """Ask the orchestrator to start a saga; returns its id once the broker has the request.
+
+        Data the store cannot hold (see `participants_sdk.limits`) raises `UnstorableData` here,
+        before anything is sent: the orchestrator would refuse it.
+        """
+        check_storable(data, "start data")
         request = StartRequest(machine=machine, saga_id=saga_id or uuid.uuid4().hex, data=data)
         # The message id derives from the saga id: a resent start is recognisably the same one.
         body, message_id = request.model_dump(mode="json"), f"start:{request.saga_id}"

@@ -19,6 +19,7 @@ from orchestrator.logs import redact
 from orchestrator.settings import Settings
 from participants_sdk.errors import BrokerError
 from participants_sdk.gc_tuning import tune_gc
+from participants_sdk.limits import UnstorableData, check_storable
 
 if TYPE_CHECKING:
     from participants_sdk.control import SagaClient
@@ -127,6 +128,10 @@ def _parse_data(data: str) -> dict[str, Any]:
         raise fail(f"--data is not valid JSON: {exc.msg} at column {exc.colno}", code=2) from None
     if not isinstance(value, dict):
         raise fail('--data must be a JSON object, e.g. \'{"order_id": "o-1"}\'', code=2)
+    try:
+        check_storable(value, "--data")
+    except UnstorableData as exc:
+        raise fail(str(exc), code=2) from None
     return value
 
 
