@@ -13,11 +13,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from orchestrator.core.conditions import STORED_SNAPSHOT
 from orchestrator.core.definition import MachineDefinition
-from orchestrator.errors import DefinitionChanged
+from orchestrator.errors import DefinitionChanged, DefinitionError
 from orchestrator.machines import MachineRegistry
 
 Document = dict[str, Any]
@@ -82,4 +84,16 @@ async def _register(
 async def stored_definitions(machines: AsyncCollection[Document]) -> list[MachineDefinition]:
     """Every stored snapshot, by machine and version, also versions no longer in the files."""
     cursor = machines.find({}, {"definition": 1}).sort([("machine", 1), ("version", 1)])
-    return [MachineDefinition.model_validate(document["definition"]) async for document in cursor]
+    found, problems = [], []
+    async for document in cursor:
+        try:
+            found.append(
+                MachineDefinition.model_validate(
+                    document["definition"], context={STORED_SNAPSHOT: True}
+                )
+            )
+        except ValidationError as exc:
+            problems.append(f"stored machine snapshot {document['_id']!r} no longer loads: {exc}")
+    if problems:
+        raise DefinitionError(problems)
+    return found

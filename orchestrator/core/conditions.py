@@ -66,6 +66,10 @@ _SPELLINGS: Final = {
 }
 
 
+STORED_SNAPSHOT = "stored_snapshot"
+"""Validation context key: the definition is a snapshot read back from the store."""
+
+
 class ConditionTypeError(ValueError):
     """A comparison met saga data of another kind than its literal: never a silent false."""
 
@@ -115,6 +119,10 @@ class Condition(BaseModel):
     @field_validator(*_ORDERINGS, mode="before")
     @classmethod
     def _orderable(cls, value: Any, info: ValidationInfo) -> Any:  # noqa: ANN401
+        if isinstance(info.context, dict) and info.context.get(STORED_SNAPSHOT):
+            # A version stored before this check: sagas run on it, so it loads as it was, and
+            # a comparison it cannot make fails its saga at run time (ConditionTypeError).
+            return value
         return _ordering_literal(str(info.field_name), value)
 
     @model_validator(mode="after")

@@ -12,9 +12,16 @@ from pymongo.errors import AutoReconnect
 
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.adapters.mongo_store import MARK_DELAY, SAGA_INDEXES, QueuedMark
+from orchestrator.core.conditions import ConditionTypeError
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.saga import SagaStatus
-from orchestrator.errors import ConfigurationError, DefinitionChanged, StoreError, VersionConflict
+from orchestrator.errors import (
+    ConfigurationError,
+    DefinitionChanged,
+    DefinitionError,
+    StoreError,
+    VersionConflict,
+)
 from orchestrator.machines import MachineRegistry, load_machines
 
 MACHINES = Path(__file__).resolve().parents[2] / "machines"
@@ -95,6 +102,36 @@ async def test_stored_definitions_keep_versions_gone_from_the_files(mongo_store,
     await mongo_store.register_definitions(registry)
     await mongo_store.register_definitions(MachineRegistry([]))
     assert len(await mongo_store.stored_definitions()) == len(registry)
+
+
+async def test_a_stored_version_written_before_a_check_still_loads(mongo_store, registry):
+    """A snapshot stored before gt/gte/lt/lte refused string literals keeps loading (sagas run
+    on it); its comparison fails the saga at run time instead (invariant 13)."""
+    await mongo_store.register_definitions(registry)
+    order = registry.latest("order").model_dump(mode="json", by_alias=True, exclude_none=True)
+    order["version"] = 99
+    order["states"]["check"] = {
+        "choice": [{"when": {"path": "$.total", "gt": "5000"}, "goto": "execute_payment"}],
+        "default": "execute_payment",
+    }
+    order["initial"] = "check"
+    await mongo_store.database["machines"].insert_one(
+        {"_id": "order:v99", "machine": "order", "version": 99, "definition": order}
+    )
+
+    loaded = {d.key: d for d in await mongo_store.stored_definitions()}
+
+    check = loaded["order", 99].states["check"]
+    with pytest.raises(ConditionTypeError, match=r"\$.total gt '5000' compares"):
+        check.choice[0].when.evaluate({"total": 9000})  # type: ignore[union-attr]
+
+
+async def test_a_stored_snapshot_that_cannot_load_names_itself(mongo_store):
+    await mongo_store.database["machines"].insert_one(
+        {"_id": "order:v7", "machine": "order", "version": 7, "definition": {"machine": "order"}}
+    )
+    with pytest.raises(DefinitionError, match="stored machine snapshot 'order:v7' no longer loads"):
+        await mongo_store.stored_definitions()
 
 
 # -- connecting --------------------------------------------------------------------------------
