@@ -1,10 +1,24 @@
 """Consuming from RabbitMQ: one delivery (`RabbitDelivery`) and one consumer (`RabbitSubscription`).
 
 `dead_letter` and `retry_later` publish a copy (confirmed) before acking the original; if the copy
-is not confirmed, the original is requeued instead, so nothing is lost. A subscription is attached
-to a channel of its own, and attached again to a new one when its channel or connection is lost.
-It consumes straight from aiormq's channel: aio-pika would build a message object and start a
-task for each delivery, before the task of its own that each handler needs anyway.
+is not confirmed, the original is requeued instead, so nothing is lost. Every delivery ends
+settled, whatever its headers hold (see `_rabbit_letters`), along this chain for a dead letter:
+
+1. the full dead letter: the original headers and Sagawire's dead-letter headers, reason bounded;
+2. when that cannot be encoded or is too large, a minimal one (`_rabbit_letters`);
+3. when not even that can be encoded, or the broker refuses it (unroutable, no such exchange,
+   no permission), the delivery is rejected without requeue: the queue's own dead-letter
+   exchange moves the untouched original to `<queue>.dlq`, with the broker's `x-death`;
+4. when the copy is not confirmed (connection lost, timeout, nack), the delivery is requeued
+   (on a closed channel the settle is dropped and the broker redelivers), as before.
+
+A retry copy that cannot be sent is dead-lettered along the same chain. A delivery whose
+properties could not be decoded (`_rabbit_frames`) is rejected at once, as in 3.
+
+A subscription is attached to a channel of its own, and attached again to a new one when its
+channel or connection is lost. It consumes straight from aiormq's channel: aio-pika would build a
+message object and start a task for each delivery, before the task of its own that each handler
+needs anyway.
 """
 
 from __future__ import annotations
@@ -16,11 +30,20 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 from pamqp.commands import Basic
 
+from participants_sdk import _rabbit_letters as letters
 from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
 from participants_sdk._consuming import run_handler
 from participants_sdk._rabbit_acks import ChannelAcks
-from participants_sdk.errors import AlreadySettledError, BrokerError
+from participants_sdk._rabbit_frames import unreadable
+from participants_sdk.errors import (
+    AccessRefused,
+    AlreadySettledError,
+    BrokerError,
+    TopologyError,
+    Unroutable,
+)
+from participants_sdk.headers import bounded
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -65,6 +88,7 @@ class RabbitDelivery:
         )
         """What RabbitMQ added (`x-death`, `x-delivery-count`): not part of `message.headers`."""
         self.settled_by: str | None = None
+        self._sent = False  # a settle frame was handed to the channel
 
     @property
     def message(self) -> p.WireMessage:
@@ -106,32 +130,102 @@ class RabbitDelivery:
         if self._begin("requeue"):
             await self._send("requeue", self._requeue)
 
+    @property
+    def unreadable(self) -> str | None:
+        """Why its properties could not be decoded (`_rabbit_frames`); None when they were."""
+        return unreadable(self._message.headers)
+
     async def dead_letter(self, reason: str) -> None:
         if not self._begin("dead_letter"):
             return
+        try:
+            await self._dead_letter(bounded(reason))
+        except Exception as exc:  # noqa: BLE001 - a bug here must not leave the delivery unacked
+            await self._last_resort("dead_letter", exc)
+
+    async def retry_later(self, delay: float, headers: dict[str, object]) -> None:
+        if not self._begin("retry_later"):
+            return
+        try:
+            again = self._message.with_headers(**headers)
+            try:
+                letters.check_retry(again, self._budget())
+            except letters.Unsendable as exc:  # it would fail the same way on every try
+                await self._dead_letter(bounded(f"cannot be retried: {exc}"))
+                return
+            failure = await self._move(self._broker.publish_later(self._queue, again, delay))
+            if failure is None:
+                return
+            if isinstance(failure, BrokerError):
+                await self._requeue_instead("retry_later", failure)
+            else:
+                await self._dead_letter(bounded(f"cannot be retried: {letters.short(failure)}"))
+        except Exception as exc:  # noqa: BLE001 - a bug here must not leave the delivery unacked
+            await self._last_resort("retry_later", exc)
+
+    async def reject(self, reason: str) -> None:
+        """Reject without requeue: the queue's dead-letter exchange moves the original, as it
+        came, to the queue's DLQ. For what cannot be dead-lettered by a copy."""
+        if self._begin("reject"):
+            await self._send("reject", self._reject)
+            _log.warning(
+                "message rejected to the DLQ as it came",
+                queue=self._queue,
+                message_id=self._message.message_id,
+                reason=bounded(reason),
+            )
+
+    async def _dead_letter(self, reason: str) -> None:
+        """Dead-letter (`reason` bounded already) along the chain of the module docstring."""
         message = self._message
-        letter = message.with_headers(
-            **{
-                p.H_DEAD_LETTER_REASON: reason,
-                p.H_DEAD_LETTER_QUEUE: self._queue,
-                p.H_ORIGINAL_EXCHANGE: message.exchange,
-                p.H_ORIGINAL_ROUTING_KEY: message.routing_key,
-            }
+        try:
+            letter = letters.dead_letter(message, reason, self._queue, self._budget())
+        except letters.Unsendable as exc:
+            await self._send("reject", self._reject)
+            self._log_rejected(reason, str(exc))
+            return
+        failure = await self._move(
+            self._broker.publish(p.DEAD_LETTER_EXCHANGE, self._queue, letter.message)
         )
-        if await self._move(
-            "dead_letter", self._broker.publish(p.DEAD_LETTER_EXCHANGE, self._queue, letter)
-        ):
+        if failure is None:
             _log.warning(
                 "message dead-lettered",
                 queue=self._queue,
                 message_id=message.message_id,
                 reason=reason,
+                dropped_headers=len(letter.dropped) or None,
+                why_minimal=letter.why,
             )
+        elif _refused(failure):
+            await self._send("reject", self._reject)
+            self._log_rejected(reason, letters.short(failure))
+        else:
+            await self._requeue_instead("dead_letter", failure)
 
-    async def retry_later(self, delay: float, headers: dict[str, object]) -> None:
-        if self._begin("retry_later"):
-            again = self._message.with_headers(**headers)
-            await self._move("retry_later", self._broker.publish_later(self._queue, again, delay))
+    def _log_rejected(self, reason: str, problem: str) -> None:
+        _log.error(
+            "dead letter not published; the message was rejected to the DLQ as it came",
+            queue=self._queue,
+            message_id=self._message.message_id,
+            reason=reason,
+            error=problem,
+        )
+
+    async def _last_resort(self, how: str, exc: Exception) -> None:
+        """After an unexpected error: reject the delivery unless a settle went out already."""
+        if not self._sent:
+            await self._send("reject", self._reject)
+        _log.error(
+            "settling failed unexpectedly; the message was rejected to the DLQ unless settled",
+            queue=self._queue,
+            message_id=self._message.message_id,
+            settle=how,
+            error=letters.short(exc),
+        )
+
+    def _budget(self) -> int:
+        # aiormq's channel knows the negotiated frame size; its abstract type does not say so.
+        return letters.budget(getattr(self._channel, "max_content_size", None))
 
     def _begin(self, how: str) -> bool:
         """Mark the delivery settled; False when its channel is gone (the broker redelivers)."""
@@ -146,22 +240,27 @@ class RabbitDelivery:
         self._dropped(how, None)
         return False
 
-    async def _move(self, how: str, copy: Awaitable[None]) -> bool:
-        """Publish a copy elsewhere, then ack; requeue instead when the copy is not confirmed."""
+    async def _move(self, copy: Awaitable[None]) -> Exception | None:
+        """Publish a copy elsewhere, then ack the original; what failed, or None once acked.
+
+        On a failure the original is still in hand: the caller settles it otherwise.
+        """
         try:
             await copy
-        except BrokerError as exc:
-            await self._send("requeue", self._requeue)
-            _log.error(
-                "copy not confirmed; the message was requeued instead",
-                queue=self._queue,
-                message_id=self._message.message_id,
-                settle=how,
-                error=str(exc),
-            )
-            return False
+        except Exception as exc:  # noqa: BLE001 - the caller decides by what failed
+            return exc
         await self._send("ack", self._ack)
-        return True
+        return None
+
+    async def _requeue_instead(self, how: str, exc: Exception) -> None:
+        await self._send("requeue", self._requeue)
+        _log.error(
+            "copy not confirmed; the message was requeued instead",
+            queue=self._queue,
+            message_id=self._message.message_id,
+            settle=how,
+            error=letters.short(exc),
+        )
 
     async def _ack(self) -> None:
         await self._acks.ack(self._tag)
@@ -172,7 +271,14 @@ class RabbitDelivery:
         finally:  # only once its frame is out: until then no multiple ack may pass this tag
             self._acks.settled_otherwise(self._tag)
 
+    async def _reject(self) -> None:
+        try:
+            await self._channel.basic_reject(self._tag, requeue=False)
+        finally:
+            self._acks.settled_otherwise(self._tag)
+
     async def _send(self, how: str, settle: Callable[[], Awaitable[None]]) -> None:
+        self._sent = True
         try:
             await settle()
         except t.AMQP_ERRORS as exc:
@@ -184,8 +290,16 @@ class RabbitDelivery:
             queue=self._queue,
             message_id=self._message.message_id,
             settle=how,
-            error=None if exc is None else (str(exc) or type(exc).__name__),
+            error=None if exc is None else letters.short(exc),
         )
+
+
+def _refused(exc: Exception) -> bool:
+    """The copy itself was refused, by the client or the broker, not lost with the connection:
+    sending it again would fail the same way."""
+    return not isinstance(exc, BrokerError) or isinstance(
+        exc, Unroutable | TopologyError | AccessRefused
+    )
 
 
 class RabbitSubscription:
@@ -289,13 +403,21 @@ class RabbitSubscription:
         acks.received(tag)
         try:
             delivery = RabbitDelivery(self._broker, delivered, deliver, self.queue, acks)
-        except Exception:  # noqa: BLE001 - unreadable properties: the broker dead-letters it
+        except Exception as exc:  # noqa: BLE001 - unreadable properties: the broker dead-letters it
             with contextlib.suppress(*t.AMQP_ERRORS):
                 try:
                     await delivered.channel.basic_reject(tag, requeue=False)
                 finally:
                     acks.settled_otherwise(tag)
-            _log.exception("unreadable delivery rejected to the DLQ", queue=self.queue)
+            _log.warning(
+                "unreadable delivery rejected to the DLQ",
+                queue=self.queue,
+                error=letters.short(exc),
+            )
+            return
+        why = delivery.unreadable
+        if why is not None and not self.queue.endswith(".dlq"):  # a DLQ's reject would drop it
+            await delivery.reject(f"properties unreadable: {why}")
             return
         if self._cancelled:  # handed over just before the cancel reached the broker
             await delivery.requeue()

@@ -41,6 +41,7 @@ import aiormq.exceptions
 from pamqp.commands import Basic
 
 from participants_sdk import protocol as p
+from participants_sdk._rabbit_frames import unreadable
 from participants_sdk.errors import AccessRefused, BrokerError, BrokerUnreachable, TopologyError
 from participants_sdk.memory import DELIVERY_LIMIT_REASON
 
@@ -352,7 +353,12 @@ def split_headers(
     if H_DELAYED_EXCHANGE in raw and H_DELAYED_ROUTING_KEY in raw:
         origin = (_text(raw[H_DELAYED_EXCHANGE]), _text(raw[H_DELAYED_ROUTING_KEY]))
     deaths = broker.get("x-death")
-    if (
+    why = unreadable(own)
+    if queue.endswith(".dlq") and why is not None and p.H_DEAD_LETTER_REASON not in own:
+        # Its properties were lost in decoding, `x-death` with them: a consumer rejected it.
+        own[p.H_DEAD_LETTER_REASON] = f"properties unreadable: {why}"
+        own[p.H_DEAD_LETTER_QUEUE] = queue.removesuffix(".dlq")
+    elif (
         queue.endswith(".dlq")
         and p.H_DEAD_LETTER_REASON not in own
         and isinstance(deaths, list)
@@ -441,16 +447,21 @@ async def publish(
         message.body,
         exchange=exchange,
         routing_key=routing_key,
-        properties=Basic.Properties(
-            headers=message.headers,
-            content_type=message.content_type or None,
-            content_encoding=message.content_encoding or None,
-            delivery_mode=PERSISTENT,
-            message_id=message.message_id or None,
-            correlation_id=message.correlation_id,
-            message_type=message.type or None,
-        ),
+        properties=amqp_properties(message),
         mandatory=True,
+    )
+
+
+def amqp_properties(message: p.WireMessage) -> Basic.Properties:
+    """The AMQP properties `publish` sends for `message` (encoded only when sent)."""
+    return Basic.Properties(
+        headers=message.headers,
+        content_type=message.content_type or None,
+        content_encoding=message.content_encoding or None,
+        delivery_mode=PERSISTENT,
+        message_id=message.message_id or None,
+        correlation_id=message.correlation_id,
+        message_type=message.type or None,
     )
 
 

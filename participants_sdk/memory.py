@@ -30,6 +30,7 @@ import structlog
 from participants_sdk import protocol as p
 from participants_sdk._consuming import run_handler
 from participants_sdk.errors import AlreadySettledError, BrokerClosed, TopologyError
+from participants_sdk.headers import bounded
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -151,6 +152,7 @@ class MemoryDelivery:
         self._settle("requeue", lambda: self.core.give_back(self.consumer.queue, self.entry))
 
     async def dead_letter(self, reason: str) -> None:
+        reason = bounded(reason)  # as RabbitMQ's deliveries do: no unbounded echo in a header
         self._settle(
             "dead_letter", lambda: self.core.dead_letter(self.consumer.queue, self.message, reason)
         )
