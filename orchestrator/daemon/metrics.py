@@ -67,6 +67,7 @@ class RuntimeCollector(Collector):
             value=stats.sweep_seconds,
         )
         yield from _store_counters(self._system.store)
+        yield from _broker_counters(self._system.broker)
         yield _histogram(
             "sagawire_step_latency_seconds",
             "From sending a step's command to applying its reply.",
@@ -103,6 +104,27 @@ def _store_counters(store: object) -> Iterator[Metric]:
     ]
     for attribute, name, documentation in counters:
         value = getattr(store, attribute, None)
+        if isinstance(value, int):
+            yield CounterMetricFamily(name, documentation, value=value)
+
+
+def _broker_counters(broker: object) -> Iterator[Metric]:
+    """What the RabbitMQ broker counts (the memory broker has no connection to lose): both stay
+    at 0 while every delivery is settled without the broker closing a connection or channel."""
+    counters = [
+        (
+            "reconnects",
+            "sagawire_broker_reconnects",
+            "Connections to RabbitMQ opened again after one was lost.",
+        ),
+        (
+            "consumers_lost",
+            "sagawire_broker_channels_lost",
+            "Consumer channels closed (or consumers cancelled by the broker) while consuming.",
+        ),
+    ]
+    for attribute, name, documentation in counters:
+        value = getattr(broker, attribute, None)
         if isinstance(value, int):
             yield CounterMetricFamily(name, documentation, value=value)
 
