@@ -69,7 +69,7 @@ def test_integers_are_ints_or_plain_decimal_strings_and_nothing_else(value: Any)
     elif text is not None and plain_decimal(text):
         assert h.int_value("x-n", value) == int(text)
     else:
-        with pytest.raises(h.HeaderError, match=r"^header x-n (must be an integer|is not valid UTF-8)"):
+        with pytest.raises(h.HeaderError, match=r"^header x-n (must be an integer|is not valid)"):
             h.int_value("x-n", value)
 
 
@@ -85,7 +85,7 @@ def test_booleans_are_bools_zero_one_or_true_false_and_nothing_else(value: Any) 
     else:
         expected = None
     if expected is None:
-        with pytest.raises(h.HeaderError, match=r"^header x-b (must be a boolean|is not valid UTF-8)"):
+        with pytest.raises(h.HeaderError, match=r"^header x-b (must be a boolean|is not valid)"):
             h.bool_value("x-b", value)
     else:
         assert h.bool_value("x-b", value) is expected
