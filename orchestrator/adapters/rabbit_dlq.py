@@ -33,6 +33,7 @@ _DROPPED_ON_REPLAY = (
     p.H_DEAD_LETTER_QUEUE,
     p.H_ORIGINAL_EXCHANGE,
     p.H_ORIGINAL_ROUTING_KEY,
+    p.H_DEAD_LETTER_DROPPED_HEADERS,
     p.H_RETRIES,  # a replayed command gets its participant's retries afresh
 )
 
