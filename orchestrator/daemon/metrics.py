@@ -53,6 +53,11 @@ class RuntimeCollector(Collector):
             "Saves that lost to another writer and were redone.",
             value=stats.conflicts,
         )
+        yield CounterMetricFamily(
+            "sagawire_deadlines_moved",
+            "Sagas saved again because a command's confirm came late: its timeout counts from it.",
+            value=stats.deadlines_moved,
+        )
         yield GaugeMetricFamily(
             "sagawire_live_actors", "Saga actors in memory.", value=self._system.live_actors
         )
