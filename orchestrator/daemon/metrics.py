@@ -71,8 +71,8 @@ class RuntimeCollector(Collector):
             "How long the last look for due sagas in the store took.",
             value=stats.sweep_seconds,
         )
-        yield from _store_counters(self._system.store)
-        yield from _broker_counters(self._system.broker)
+        yield from _counters(self._system.store, _STORE_COUNTERS)
+        yield from _counters(self._system.broker, _BROKER_COUNTERS)
         yield _histogram(
             "sagawire_step_latency_seconds",
             "From sending a step's command to applying its reply.",
@@ -91,45 +91,41 @@ def _histogram(name: str, documentation: str, histogram: Histogram) -> Histogram
     )
 
 
-def _store_counters(store: object) -> Iterator[Metric]:
-    """What the MongoDB store counts (the memory store counts nothing)."""
-    counters = [
-        ("writes", "sagawire_store_writes", "Saga and version-claim documents written."),
-        ("round_trips", "sagawire_store_round_trips", "Database calls that write sagas."),
-        (
-            "marks_dropped",
-            "sagawire_store_marks_dropped",
-            "Outbox marks never written: a newer save of the saga came first.",
-        ),
-        (
-            "projection_repairs",
-            "sagawire_store_documents_repaired",
-            "Saga documents found behind their newest version claim and rewritten (FerretDB).",
-        ),
-    ]
-    for attribute, name, documentation in counters:
-        value = getattr(store, attribute, None)
-        if isinstance(value, int):
-            yield CounterMetricFamily(name, documentation, value=value)
+_STORE_COUNTERS = (
+    ("writes", "sagawire_store_writes", "Saga and version-claim documents written."),
+    ("round_trips", "sagawire_store_round_trips", "Database calls that write sagas."),
+    (
+        "marks_dropped",
+        "sagawire_store_marks_dropped",
+        "Outbox marks never written: a newer save of the saga came first.",
+    ),
+    (
+        "projection_repairs",
+        "sagawire_store_documents_repaired",
+        "Saga documents found behind their newest version claim and rewritten (FerretDB).",
+    ),
+)
+"""What the MongoDB store counts (the memory store counts nothing)."""
+_BROKER_COUNTERS = (
+    (
+        "reconnects",
+        "sagawire_broker_reconnects",
+        "Connections to RabbitMQ opened again after one was lost.",
+    ),
+    (
+        "consumers_lost",
+        "sagawire_broker_channels_lost",
+        "Consumer channels closed (or consumers cancelled by the broker) while consuming.",
+    ),
+)
+"""What the RabbitMQ broker counts (the memory broker has no connection to lose): both stay at 0
+while every delivery is settled without the broker closing a connection or channel."""
 
 
-def _broker_counters(broker: object) -> Iterator[Metric]:
-    """What the RabbitMQ broker counts (the memory broker has no connection to lose): both stay
-    at 0 while every delivery is settled without the broker closing a connection or channel."""
-    counters = [
-        (
-            "reconnects",
-            "sagawire_broker_reconnects",
-            "Connections to RabbitMQ opened again after one was lost.",
-        ),
-        (
-            "consumers_lost",
-            "sagawire_broker_channels_lost",
-            "Consumer channels closed (or consumers cancelled by the broker) while consuming.",
-        ),
-    ]
+def _counters(source: object, counters: tuple[tuple[str, str, str], ...]) -> Iterator[Metric]:
+    """The counters `source` keeps, as attributes named in `counters`; none it lacks."""
     for attribute, name, documentation in counters:
-        value = getattr(broker, attribute, None)
+        value = getattr(source, attribute, None)
         if isinstance(value, int):
             yield CounterMetricFamily(name, documentation, value=value)
 
