@@ -189,3 +189,31 @@ async def test_a_paused_machine_refuses_start_and_resumes(shop):
     )
     assert (started.exit_code, started.stdout.strip()) == (0, "s-9"), started.output
     assert (await h.saga("s-9")).status is SagaStatus.RUNNING
+
+
+async def test_start_wait_tells_a_repeat_from_a_start_with_other_data(shop):
+    """`start --wait` again with the same data succeeds (nothing new happens); with other data
+    it exits 1 naming the conflict, and the saga keeps the data it was started with."""
+    h, _, cli = shop
+    data = json.dumps(order("s-10"))
+    first = await sagawire(
+        "start", "order", "--saga-id", "s-10", "--data", data, "--wait", "10", *cli
+    )
+    assert (first.exit_code, first.stdout.strip()) == (0, "s-10"), first.output
+    again = await sagawire(
+        "start", "order", "--saga-id", "s-10", "--data", data, "--wait", "10", *cli
+    )
+    assert (again.exit_code, again.stdout.strip()) == (0, "s-10"), again.output
+
+    other = json.dumps({**order("s-10"), "total": 1})
+    refused = await sagawire(
+        "start", "order", "--saga-id", "s-10", "--data", other, "--wait", "10", *cli
+    )
+
+    assert refused.exit_code == 1, refused.output
+    assert "start of 's-10' refused: saga 's-10' exists with other data" in refused.stderr
+    saga = await h.saga("s-10")
+    assert saga.data["total"] == order("s-10")["total"]
+    unstorable = await sagawire("start", "order", "--data", '{"a.b": 1}', *cli)
+    assert unstorable.exit_code == 2
+    assert "--data cannot be stored: $: key str 'a.b' contains '.'" in unstorable.stderr
