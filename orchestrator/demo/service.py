@@ -10,7 +10,9 @@ memory only.
 The fault options are for those tests: `--duplicate-replies` publishes every reply twice,
 `--late-replies SHARE --late-by S` holds back the reply to the first attempt of SHARE of the
 sagas for S seconds, and `--handler-delay S` makes every handler take S seconds (so a kill finds
-some of them half-way).
+some of them half-way). With `--prefetch N` (each service takes N commands at a time; 16 by
+default) the two make a slow service of known throughput, N / S commands a second, whose queue
+grows when commands come faster.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ async def serve(
     shop: DemoShop,
     queue_type: str,
     faults: dict[str, float | bool],
+    prefetch: int = 16,
 ) -> None:
     participants = shop.services(tuple(services))
     stop = asyncio.Event()
@@ -60,7 +63,7 @@ async def serve(
     try:
         async with contextlib.AsyncExitStack() as stack:
             for participant in participants:
-                await stack.enter_async_context(participant.serve(broker))
+                await stack.enter_async_context(participant.serve(broker, prefetch=prefetch))
             print(f"serving {', '.join(services)}", flush=True)  # noqa: T201 - tests wait for it
             await stop.wait()
     finally:
@@ -94,6 +97,9 @@ def main(  # noqa: PLR0913, PLR0917 - one parameter per option
     handler_delay: Annotated[
         float, typer.Option(min=0.0, help="Fault: seconds every handler takes.")
     ] = 0.0,
+    prefetch: Annotated[
+        int, typer.Option(min=1, help="Commands each service takes from its queue at a time.")
+    ] = 16,
 ) -> None:
     """Serve the demo shop's commands: take payments, reserve stock, deliver orders."""
     setup_logging(os.environ.get("SAGAWIRE_LOG_LEVEL", "WARNING"))
@@ -113,7 +119,16 @@ def main(  # noqa: PLR0913, PLR0917 - one parameter per option
         }
         tune_gc()
         try:
-            asyncio.run(serve(services, amqp_url, shop=shop, queue_type=queue_type, faults=faults))
+            asyncio.run(
+                serve(
+                    services,
+                    amqp_url,
+                    shop=shop,
+                    queue_type=queue_type,
+                    faults=faults,
+                    prefetch=prefetch,
+                )
+            )
         finally:
             if remembered is not None:
                 remembered.close()

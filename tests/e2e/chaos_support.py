@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from e2e_support import (
     PLAN,
@@ -39,7 +40,7 @@ from e2e_support import (
 from orchestrator.adapters import rabbit_dlq
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.core.saga import Saga
-from orchestrator.demo.journal import applied_counts
+from orchestrator.demo.journal import applied_counts, read_records
 
 FULL_VARIABLE = "SAGAWIRE_CHAOS"
 REPORTS = REPO / "reports"
@@ -261,6 +262,30 @@ SCENARIOS: dict[str, tuple[str, str]] = {
             "(the first saga finishes once that retry timed out too, 11 s after the restart)."
         ),
     ),
+    "participant_backlog": (
+        (
+            "A participant (stock) so slow that commands wait in its queue longer than the "
+            "step's timeout"
+        ),
+        (
+            "A step retried while its first attempt still waits in the participant's queue "
+            "ends as the participant decided: the retry lands behind the first attempt and is "
+            "answered from the participant's journal, the first reply to arrive (the one to the "
+            "attempt that timed out, after the retry went out) is applied, and no saga whose "
+            "steps all succeeded at the participants ends compensated."
+        ),
+    ),
+    "daemon_killed_before_publish": (
+        (
+            "The daemon SIGKILLed with commands saved in outboxes but not yet published, then "
+            "down longer than the step timeout"
+        ),
+        (
+            "A step's deadline counts from the broker's confirm of its command: the commands "
+            "published on recovery get their whole timeout, so no step times out while the "
+            "participants answer at once; nothing saved is lost, nothing is applied twice."
+        ),
+    ),
 }
 """Scenario -> (what is done, what it proves), as the report and docs/reliability.md say."""
 
@@ -340,3 +365,105 @@ async def finish(
 
 def plan(ids: list[str]) -> dict[str, str | None]:
     return {saga_id: PLAN.failure_for(saga_id) for saga_id in ids}
+
+
+# -- figures of single scenarios ------------------------------------------------------------
+
+
+def history_entries(
+    sagas: Mapping[str, Saga | None], events: Iterable[str], *, step: str | None = None
+) -> dict[str, int]:
+    """Per saga id, how many of its history entries are one of `events` (of `step`, if given);
+    sagas with none are left out."""
+    wanted = set(events)
+    counted = {
+        saga_id: sum(
+            1 for h in saga.history if h.event in wanted and (step is None or h.step == step)
+        )
+        for saga_id, saga in sagas.items()
+        if saga is not None
+    }
+    return {saga_id: n for saga_id, n in counted.items() if n}
+
+
+def rejected_sagas(services: Mapping[str, Service]) -> set[str]:
+    """The sagas some participant rejected a command of (a business failure), from the
+    participants' journals; an idempotency key starts with the saga id and a colon."""
+    return {
+        str(record["key"]).split(":", 1)[0]
+        for service in services.values()
+        for record in read_records(service.ledger)
+        if record["rejected"]
+    }
+
+
+@dataclasses.dataclass
+class RetriedStep:
+    """How one step's replies met its retries, over the sagas of a run."""
+
+    sagas_retried: int = 0
+    """Sagas in which the step timed out at least once (the daemon retried it)."""
+    first_replies_after_the_retry: int = 0
+    """Replies to the first attempt applied after the second attempt's command was sent."""
+    first_replies_after_a_timeout: int = 0
+    """Replies to the first attempt applied after it timed out, before the retry was sent."""
+    replies_applied_by_attempt: dict[int, int] = dataclasses.field(default_factory=dict)
+    longest_wait_s: float = 0.0
+    """The longest time from the step's first command to the reply applied."""
+    waits_over_timeout: int = 0
+    """Sagas whose reply came later than `timeout` after the step's first command."""
+
+
+def retried_step(sagas: Mapping[str, Saga | None], step: str, *, timeout: float) -> RetriedStep:
+    """`RetriedStep` of `step` (visited once per saga) from the sagas' histories."""
+    figures = RetriedStep()
+    by_attempt: collections.Counter[int] = collections.Counter()
+    for saga in sagas.values():
+        if saga is None:
+            continue
+        timed_out, reply = _step_reply(saga, step)
+        figures.sagas_retried += timed_out
+        if reply is None:
+            continue
+        attempt, after, wait = reply
+        by_attempt[attempt] += 1
+        if attempt == 1 and after == "retry":
+            figures.first_replies_after_the_retry += 1
+        elif attempt == 1 and after == "timeout":
+            figures.first_replies_after_a_timeout += 1
+        if wait is not None:
+            figures.longest_wait_s = max(figures.longest_wait_s, round(wait, 1))
+            figures.waits_over_timeout += wait > timeout
+    figures.replies_applied_by_attempt = dict(sorted(by_attempt.items()))
+    return figures
+
+
+def _step_reply(saga: Saga, step: str) -> tuple[bool, tuple[int, str, float | None] | None]:
+    """(whether `step` timed out, and of the reply applied: its attempt, what came before it
+    ("retry": a later attempt's command, "timeout", or "-"), seconds since the first command)."""
+    first_sent: dt.datetime | None = None
+    before = "-"
+    timed_out = False
+    for entry in saga.history:
+        if entry.step != step:
+            continue
+        if entry.event == "command_sent":
+            if first_sent is None:
+                first_sent = entry.at
+            else:
+                before = "retry"
+        elif entry.event == "timed_out":
+            timed_out = True
+            before = "timeout" if before == "-" else before
+        elif entry.event == "replied":
+            wait = None if first_sent is None else (entry.at - first_sent).total_seconds()
+            return timed_out, (entry.attempt or 0, before, wait)
+    return timed_out, None
+
+
+def through_proxy(amqp_url: str, port: int) -> str:
+    """`amqp_url` (user, password and virtual host kept) pointed at a proxy on 127.0.0.1."""
+    parts = urlsplit(amqp_url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -192,12 +192,18 @@ class ProcessGroup:
         return process
 
     def daemon(
-        self, mongodb_url: str, *, machines: Path = ORDER_MACHINE, name: str = "daemon"
+        self,
+        mongodb_url: str,
+        *,
+        machines: Path = ORDER_MACHINE,
+        name: str = "daemon",
+        amqp_url: str | None = None,
     ) -> Daemon:
-        """`python -m orchestrator run` on a free HTTP port, JSON logs at INFO on its stderr."""
+        """`python -m orchestrator run` on a free HTTP port, JSON logs at INFO on its stderr;
+        on the test's broker, or at `amqp_url` (e.g. through a proxy to it)."""
         port = free_port()
         settings = {
-            "SAGAWIRE_AMQP_URL": self.amqp_url,
+            "SAGAWIRE_AMQP_URL": amqp_url or self.amqp_url,
             "SAGAWIRE_MONGODB_URL": mongodb_url,
             "SAGAWIRE_MACHINES": str(machines),
             "SAGAWIRE_HTTP_PORT": str(port),

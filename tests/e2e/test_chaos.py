@@ -11,15 +11,30 @@ any step twice (counted from the participants' journals), and records one entry 
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from chaos_support import Run, finish, finish_times, plan, recovery, sized
+from amqp_pause_proxy import HoldingProxy
+from chaos_support import (
+    Run,
+    finish,
+    finish_times,
+    history_entries,
+    plan,
+    recovery,
+    rejected_sagas,
+    retried_step,
+    sized,
+    through_proxy,
+)
 from e2e_support import (
     PLAN,
+    SERVICES,
     Daemon,
     finish_timeout,
     load_sagas,
@@ -303,3 +318,191 @@ async def test_due_timers_fire_once_after_the_daemon_was_down(
         sagas=sagas,
     )
     assert not problems, shorten(problems)
+
+
+BACKLOG_MACHINES = Path(__file__).resolve().parent / "machines_backlog"
+BACKLOG_SAGAS = sized(1000, 150)
+BACKLOG_RATE = sized(25, 10)
+BACKLOG_LOAD_S = BACKLOG_SAGAS / BACKLOG_RATE
+BACKLOG_STEP_TIMEOUT = 3.0
+"""prepare_order's timeout in `BACKLOG_MACHINES`; three attempts, 1 s and 2 s apart: the last
+deadline falls 12 s after the first command."""
+BACKLOG_WAIT_S = 7.0
+"""The wait in stock's queue planned for the last saga's command: past the step's timeout and
+its first backoff (the retry goes out while the first attempt still waits), well before the
+last deadline. Early in the load the wait is shorter than the timeout; it grows all along."""
+STOCK_PREFETCH = sized(16, 8)
+"""Commands stock handles at a time. Each one also costs its reply's confirm, a few ms that the
+planned throughput leaves out: the longer the handler, the less they add to the wait."""
+STOCK_DELAY = STOCK_PREFETCH * (BACKLOG_LOAD_S + BACKLOG_WAIT_S) / BACKLOG_SAGAS
+"""Seconds each stock handler takes: taking `STOCK_PREFETCH` commands at a time, stock needs
+`BACKLOG_WAIT_S` seconds past the end of the load to work through one command per saga."""
+
+
+@pytest.mark.timeout(TIMEOUT + 300)
+async def test_participant_backlog_longer_than_the_step_timeout(
+    clean_broker, database, processes, report
+):
+    """Stock takes commands slower than the load brings them: its queue grows until a command
+    waits about 7 s, more than prepare_order's 3 s timeout. The daemon retries the step; the
+    retry lands behind the first attempt and is answered from stock's journal. The first reply
+    to arrive is the one to the first attempt, often after the retry went out: it is applied,
+    the later ones are duplicates, and every saga ends as the fault plan says."""
+    mongodb_url, store = database
+    daemon = processes.daemon(mongodb_url, machines=BACKLOG_MACHINES)
+    slow = ["--handler-delay", f"{STOCK_DELAY:.3f}", "--prefetch", str(STOCK_PREFETCH)]
+    services = {
+        name: processes.service(name, faults=slow if name == "stock" else ()) for name in SERVICES
+    }
+    await asyncio.gather(wait_ready(daemon), *(wait_serving(s) for s in services.values()))
+    ids = order_ids("backlog", BACKLOG_SAGAS)
+    failures = plan(ids)
+    began = time.time()
+    load = processes.load("backlog", BACKLOG_SAGAS, BACKLOG_RATE)
+    await load.summary(timeout=TIMEOUT)
+    await wait_finished(store, BACKLOG_SAGAS, timeout=TIMEOUT, diagnose=processes.tails)
+    sagas = await load_sagas(store, ids)
+    stock = retried_step(sagas, "prepare_order", timeout=BACKLOG_STEP_TIMEOUT)
+    metrics = await daemon.metrics()
+    rejected = rejected_sagas(services)
+    undone = sorted(
+        i for i, s in sagas.items() if s and s.status.value != "succeeded" and i not in rejected
+    )
+    await finish(
+        Run(processes, store, services, failures, report, began),
+        "participant_backlog",
+        [],
+        {
+            "stock_handler_s": round(STOCK_DELAY, 3),
+            "stock_prefetch": STOCK_PREFETCH,
+            "step_timeout_s": BACKLOG_STEP_TIMEOUT,
+            "longest_wait_for_stock_s": stock.longest_wait_s,
+            "sagas_waiting_past_the_timeout": stock.waits_over_timeout,
+            "sagas_retried_while_queued": stock.sagas_retried,
+            "first_replies_applied_after_the_retry": stock.first_replies_after_the_retry,
+            "first_replies_applied_after_a_timeout": stock.first_replies_after_a_timeout,
+            "replies_applied_by_attempt": stock.replies_applied_by_attempt,
+            "messages_by_disposition": {
+                key: value
+                for key, value in metrics.items()
+                if key.startswith("sagawire_messages_total{")
+            },
+            "not_succeeded_without_a_rejection": len(undone),
+        },
+        sagas=sagas,
+    )
+    assert not undone, f"sagas no participant rejected did not succeed: {undone[:10]}"
+    assert stock.first_replies_after_the_retry > 0, (
+        f"no reply to a first attempt came after its retry: the backlog never exceeded the "
+        f"timeout ({stock})"
+    )
+
+
+CONFIRM_MACHINES = Path(__file__).resolve().parent / "machines_confirm"
+CONFIRM_SAGAS = SAGAS
+CONFIRM_RATE = 25.0
+"""Slower than `RATE` at full size: the sagas held when the daemon dies all move on at once
+after the restart, and that burst must stay well within the step timeout (at 40 sagas a second
+its replies took up to 4.6 s to be applied)."""
+CONFIRM_LOAD_S = CONFIRM_SAGAS / CONFIRM_RATE
+CONFIRM_TIMEOUT_S = 5.0
+"""Every step's and compensation's timeout in `CONFIRM_MACHINES`."""
+HOLD_S = 3.0
+"""How long the daemon's own bytes to RabbitMQ (publishes, acks) are held back before it is
+killed: past the second in which the store marks an outbox published after its confirm, short
+of the step timeout, so no deadline comes due in the daemon that holds them."""
+CONFIRM_DOWN_S = 8.0
+"""How long the daemon stays down: every command saved while held is past its deadline
+counted from the save (5 s) when the daemon comes back."""
+CONFIRM_HANDLER_S = 0.2
+"""Seconds each participant's handler takes: quick next to the timeout, slow enough that
+sagas are half-way (their replies reach the held daemon, which saves their next step's
+command, a compensation among them) and not only just started when the hold begins."""
+
+
+@pytest.mark.timeout(TIMEOUT + 300)
+async def test_daemon_killed_between_save_and_publish(clean_broker, database, processes, report):
+    """The daemon reaches RabbitMQ through a proxy. Near the end of the load the proxy holds
+    back everything the daemon sends while it still forwards what RabbitMQ sends: the daemon
+    goes on receiving replies and starts, saves each saga's next command in its outbox, and
+    waits for confirms that never come. Then it is SIGKILLed and stays down 8 s, longer than
+    the 5 s step timeout. The new daemon publishes those outboxes on recovery: their deadlines
+    count from the confirm, so no step times out (participants answer within 0.2 s)."""
+    mongodb_url, store = database
+    broker = urlsplit(processes.amqp_url)
+    proxy = HoldingProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    await proxy.start()
+    try:
+        daemon = processes.daemon(
+            mongodb_url,
+            machines=CONFIRM_MACHINES,
+            amqp_url=through_proxy(processes.amqp_url, proxy.port),
+        )
+        handler = ["--handler-delay", str(CONFIRM_HANDLER_S)]
+        services = {name: processes.service(name, faults=handler) for name in SERVICES}
+        await asyncio.gather(wait_ready(daemon), *(wait_serving(s) for s in services.values()))
+        ids = order_ids("unpublished", CONFIRM_SAGAS)
+        began = time.time()
+        load = processes.load("unpublished", CONFIRM_SAGAS, CONFIRM_RATE)
+        await asyncio.sleep(CONFIRM_LOAD_S - HOLD_S)
+        proxy.hold()
+        held = time.time()
+        await asyncio.sleep(HOLD_S)
+        daemon.kill()
+        killed = time.time()
+        held_bytes = proxy.held_bytes
+    finally:
+        await proxy.close()
+    await asyncio.sleep(1.0)  # what FerretDB still ran for the dead daemon
+    at_kill = await load_sagas(store, ids)
+    unpublished = {i for i, s in at_kill.items() if s and s.outbox}
+    unpublished_steps = collections.Counter(
+        command.step for i in unpublished for command in at_kill[i].outbox
+    )
+    saved_while_held = {i for i in unpublished if at_kill[i].updated_at.timestamp() >= held}
+    await asyncio.sleep(max(killed + CONFIRM_DOWN_S - time.time(), 0))
+    daemon = processes.daemon(mongodb_url, machines=CONFIRM_MACHINES, name="daemon-restarted")
+    restarted = time.time()
+    await wait_ready(daemon)
+    await load.summary(timeout=TIMEOUT)
+    await wait_finished(store, CONFIRM_SAGAS, timeout=TIMEOUT, diagnose=processes.tails)
+    sagas = await load_sagas(store, ids)
+    timeouts = history_entries(sagas, ("timed_out", "retry_scheduled"))
+    confirmed_late = history_entries(sagas, ("command_confirmed_late",))
+    moved = daemon.log_events("deadlines_moved_to_confirm")
+    recovered = sum(int(e.get("sagas", 0)) for e in daemon.log_events("outboxes_recovered"))
+    await finish(
+        Run(processes, store, services, plan(ids), report, began),
+        "daemon_killed_before_publish",
+        [
+            recovery(
+                finish_times(sagas),
+                fault_at=held,
+                restart_at=restarted,
+                since=began,
+                fault=f"held {HOLD_S:.0f} s, down {restarted - killed:.0f} s",
+            )
+        ],
+        {
+            "step_timeout_s": CONFIRM_TIMEOUT_S,
+            "participant_handler_s": CONFIRM_HANDLER_S,
+            "held_s": HOLD_S,
+            "daemon_down_s": round(restarted - killed, 1),
+            "bytes_held_back": held_bytes,
+            "sagas_in_the_store_at_the_kill": sum(1 for s in at_kill.values() if s),
+            "saved_unpublished_at_the_kill": len(unpublished),
+            "of_them_saved_while_held": len(saved_while_held),
+            "unpublished_commands_by_step": dict(sorted(unpublished_steps.items())),
+            "outboxes_recovered": recovered,
+            "deadlines_moved": len(moved),
+            "command_confirmed_late_entries": sum(confirmed_late.values()),
+            "unpublished_at_the_kill_with_deadlines_moved": len(unpublished & set(confirmed_late)),
+            "timeouts": sum(timeouts.values()),
+        },
+        sagas=sagas,
+    )
+    assert not timeouts, f"steps timed out although every participant answered: {timeouts}"
+    assert unpublished, "no saga held an unpublished outbox when the daemon was killed"
+    assert confirmed_late, "no command's deadline was moved to its late confirm"
+    not_moved = sorted(saved_while_held - set(confirmed_late))
+    assert not not_moved, f"saved unpublished, published late, deadline not moved: {not_moved}"
