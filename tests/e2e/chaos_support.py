@@ -154,10 +154,13 @@ class Entry:
     recovery: list[Recovery]
     duration_s: float
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    problems: list[str] = dataclasses.field(default_factory=list)
+    """What the scenario's own checks found wrong, besides the counts above."""
 
     @property
     def passed(self) -> bool:
-        return self.lost == 0 and self.applied_twice == 0 and self.wrong_outcome == 0
+        counts = self.lost == 0 and self.applied_twice == 0 and self.wrong_outcome == 0
+        return counts and not self.problems
 
     def to_json(self) -> dict[str, Any]:
         body = dataclasses.asdict(self)
@@ -309,10 +312,12 @@ async def finish(
     details: dict[str, Any] | None = None,
     *,
     sagas: Mapping[str, Saga | None] | None = None,
+    problems: list[str] | None = None,
 ) -> Mapping[str, Saga | None]:
     """Wait for every saga, write the scenario's entry, then assert what it must hold.
 
     `sagas`: the run's sagas as the test loaded them once all finished (else loaded here).
+    `problems`: what the scenario's own checks found; any fails the entry as well as the test.
     """
     waited: AssertionError | None = None
     try:
@@ -345,6 +350,7 @@ async def finish(
         recovery=recoveries,
         duration_s=round(time.time() - run.began, 1),
         details=details or {},
+        problems=[_short(problem, 300) for problem in problems or []],
     )
     path = write_entry(entry)
     run.report(
@@ -359,7 +365,7 @@ async def finish(
     applied = {name: service.read_ledger()["applied"] for name, service in run.services.items()}
     problems = ledger_problems(applied, run.failures)
     assert not problems, f"{shorten(problems)}\n{run.processes.tails()}"
-    assert entry.passed, entry
+    assert entry.passed, shorten(entry.problems) if entry.problems else entry
     return sagas
 
 
