@@ -1,8 +1,14 @@
-"""`TcpProxy`: a local TCP forwarder whose server side can be cut and restored.
+"""`TcpProxy`: a local TCP forwarder whose server side can be cut and restored, or held.
 
 Cutting it looks to a client like its server going down: every open connection is closed and new
 ones are refused, until `restore()` listens on the same port again. The server itself keeps
 running, so other tests using it are not disturbed.
+
+Holding it (`hold()`) stalls one direction only: what the server sends still reaches the
+clients, what the clients send is read, counted and never forwarded. Between the daemon and
+RabbitMQ that means deliveries still arrive while publishes, acks and heartbeats do not: every
+command the daemon saves then waits for a confirm that does not come. Holding for long makes
+RabbitMQ close the connection for missed heartbeats (60 s by default); tests hold for seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        self.holding = False
+        self.held_bytes = 0
+        """Bytes from clients held back (never forwarded) since the last `hold()`."""
 
     async def start(self) -> int:
         await self._listen()
@@ -35,6 +44,11 @@ class TcpProxy:
         for pump in list(self._pumps):
             pump.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    def hold(self) -> None:
+        """From now on forward nothing the clients send; what the server sends flows on."""
+        self.holding = True
+        self.held_bytes = 0
 
     async def restore(self) -> None:
         await self._listen()
@@ -57,14 +71,19 @@ class TcpProxy:
             client_out.close()
             return
         self._writers |= {client_out, server_out}
-        for source, sink in ((client_in, server_out), (server_in, client_out)):
-            pump = asyncio.get_running_loop().create_task(self._pump(source, sink))
+        for source, sink, holds in ((client_in, server_out, True), (server_in, client_out, False)):
+            pump = asyncio.get_running_loop().create_task(self._pump(source, sink, holds=holds))
             self._pumps.add(pump)
             pump.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, holds: bool
+    ) -> None:
         try:
             while data := await source.read(65536):
+                if holds and self.holding:
+                    self.held_bytes += len(data)
+                    continue
                 sink.write(data)
                 await sink.drain()
         except OSError:

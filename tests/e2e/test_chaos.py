@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from amqp_pause_proxy import HoldingProxy
 from chaos_support import (
     Run,
     finish,
@@ -45,6 +44,8 @@ from e2e_support import (
     wait_serving,
     wait_until,
 )
+
+from tests.contract.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.asyncio]
 
@@ -433,7 +434,7 @@ async def test_daemon_killed_between_save_and_publish(clean_broker, database, pr
     count from the confirm, so no step times out (participants answer within 0.2 s)."""
     mongodb_url, store = database
     broker = urlsplit(processes.amqp_url)
-    proxy = HoldingProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
     await proxy.start()
     try:
         daemon = processes.daemon(
