@@ -286,7 +286,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         (
             "A step's deadline counts from the broker's confirm of its command: the commands "
             "published on recovery get their whole timeout, so no step times out while the "
-            "participants answer at once; nothing saved is lost, nothing is applied twice."
+            "participants answer within 0.2 s; nothing saved is lost, nothing is applied twice."
         ),
     ),
 }
