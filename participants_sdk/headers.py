@@ -43,21 +43,20 @@ def bounded(text: str, max_bytes: int = MAX_REASON_BYTES) -> str:
 
 
 def describe(value: object, limit: int = MAX_ECHO_CHARS) -> str:
-    """A short, safe picture of a foreign value for a reason: its type and a bounded excerpt."""
-    kind = type(value).__name__
+    """A short, safe picture of a foreign value for a reason: a bounded excerpt of its repr,
+    with its type named where the repr does not show it (`' 1'`, `b'\\xff'`, `float 1.0`)."""
     if isinstance(value, bytes | bytearray):
-        excerpt = repr(bytes(value[:limit]))
-        size = len(value)
+        excerpt, size = repr(bytes(value[:limit])), len(value)
+        if isinstance(value, bytearray):
+            excerpt = f"bytearray {excerpt}"
     elif isinstance(value, str):
-        excerpt = repr(value[:limit])
-        size = len(value)
+        excerpt, size = repr(value[:limit]), len(value)
     else:
-        excerpt = repr(value)
-        size = len(excerpt)
-        excerpt = excerpt[:limit]
+        whole = repr(value)
+        excerpt, size = f"{type(value).__name__} {whole[:limit]}", len(whole)
     if size > limit:
-        return f"{kind} {excerpt}... ({size} long)"
-    return f"{kind} {excerpt}"
+        return f"{excerpt}... ({size} long)"
+    return excerpt
 
 
 def _as_text(name: str, value: object) -> str:

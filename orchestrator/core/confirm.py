@@ -17,8 +17,11 @@ from orchestrator.core.saga import PendingStep, Saga
 from orchestrator.core.steps import Transitions
 
 CONFIRM_SLACK_SECONDS = 1.0
-"""A confirm this much later than the save (or a tenth of the step's timeout, if less) moves the
-deadline; a quicker one leaves it counted from the save, which costs no extra write."""
+"""A confirm later than a tenth of the step's timeout (and at least this) after the decision
+moves the deadline, at the cost of one more write; a quicker one leaves it as decided. The
+slack grows with the timeout so that a database slow to save under load (a save is part of the
+time between the decision and the confirm) does not add a write to every step: a deadline
+loses at most a tenth of its timeout, while one published after a restart gets all of it."""
 
 
 def _command_id(pending: PendingStep) -> str:
@@ -37,7 +40,7 @@ def count_from_confirm(
         if pending.waiting != "reply" or _command_id(pending) not in confirmed:
             return False
         timeout, _ = run.policy(pending)
-        slack = min(CONFIRM_SLACK_SECONDS, timeout / 10)
+        slack = max(CONFIRM_SLACK_SECONDS, timeout / 10)
         return (at - pending.sent_at).total_seconds() > slack
 
     if not any(late(pending) for pending in saga.pending):

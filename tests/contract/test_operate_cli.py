@@ -216,4 +216,4 @@ async def test_start_wait_tells_a_repeat_from_a_start_with_other_data(shop):
     assert saga.data["total"] == order("s-10")["total"]
     unstorable = await sagawire("start", "order", "--data", '{"a.b": 1}', *cli)
     assert unstorable.exit_code == 2
-    assert "--data cannot be stored: $: key str 'a.b' contains '.'" in unstorable.stderr
+    assert "--data cannot be stored: $: key 'a.b' contains '.'" in unstorable.stderr

@@ -74,7 +74,7 @@ async def send_bad_replies(url: str, expected: Expected) -> None:
     oversize = json.dumps({"payment_id": "pay-1", "pad": "x" * (p.MAX_BODY_BYTES + 1)}).encode()
     await bad(INVALID + f"body of {len(oversize)} bytes exceeds the limit", oversize)
     await bad(
-        INVALID + f"header {p.H_ATTEMPT} must be an integer or a decimal string, got str 'abc'",
+        INVALID + f"header {p.H_ATTEMPT} must be an integer or a decimal string, got 'abc'",
         headers={p.H_ATTEMPT: "abc"},
     )
     await bad(INVALID + f"header {p.H_STEP} is missing", headers={p.H_STEP: None})

@@ -152,9 +152,12 @@ async def test_booleans_and_integers_sent_as_strings_are_read_as_such(
         ({p.H_REJECTED: 2}, f"header {p.H_REJECTED} must be a boolean (true/false/1/0)"),
         ({p.H_STEP: bytearray(b"\xff\xfe")}, f"header {p.H_STEP} is not valid UTF-8"),
         ({p.H_STEP: ["execute_payment"]}, f"header {p.H_STEP} must be a string, got list"),
-        ({"content_encoding": "gzip"}, "content encoding str 'gzip' is not supported"),
-        ({"content_type": "text/plain"}, "content type str 'text/plain' is not application/json"),
-        ({"content_type": "application/json; charset=latin-1"}, "content type str"),
+        ({"content_encoding": "gzip"}, "content encoding 'gzip' is not supported"),
+        ({"content_type": "text/plain"}, "content type 'text/plain' is not application/json"),
+        (
+            {"content_type": "application/json; charset=latin-1"},
+            "content type 'application/json; charset=latin-1': the body must be UTF-8 JSON",
+        ),
         ({p.H_SERVICE: None}, f"header {p.H_SERVICE} is missing"),
     ],
     ids=lambda v: repr(v)[:40],
@@ -188,8 +191,8 @@ async def test_header_values_outside_the_rules_are_dead_lettered_with_the_reason
 # -- class 4: data the store cannot hold --------------------------------------------------------
 
 UNSTORABLE = [
-    ({"a.b": 1}, "key str 'a.b' contains '.'"),
-    ({"$set": 1}, "key str '$set' starts with '$'"),
+    ({"a.b": 1}, "key 'a.b' contains '.'"),
+    ({"$set": 1}, "key '$set' starts with '$'"),
     ({"k\u0000": 1}, "contains a NUL character"),
     ({"n": float("inf")}, "number inf is not finite"),
     ({"n": 2**64}, "does not fit in 64 bits"),
@@ -280,7 +283,7 @@ async def test_a_reply_from_a_service_that_does_not_own_the_step_is_refused(
     # ...or names itself but routes to payment's queue.
     await send(stock, reply_to(command, "payment_executed", service="stock"), key="payment")
     (reason,) = await payment_letters.wait(1)
-    assert reason.startswith("invalid_message: reply from service str 'stock' was published with")
+    assert reason.startswith("invalid_message: reply from service 'stock' was published with")
 
     saga = await harness.saga("o-6")
     assert saga.pending[0].step == "execute_payment"

@@ -92,11 +92,11 @@ def test_a_string_amount_fails_the_saga_instead_of_skipping_the_compliance_check
     flag = failed_in_choice(decision.saga)
     assert flag == (
         "choice state 'route', choice[0]: $.amount gt 5000 compares a number with a string: "
-        "the saga holds str '9000'"
+        "the saga holds '9000'"
     )
     assert "approve" not in decision.saga.visits
     assert decision.saga.history[-2].detail == (
-        "choice[0]: $.amount gt 5000 compares a number with a string: the saga holds str '9000'"
+        "choice[0]: $.amount gt 5000 compares a number with a string: the saga holds '9000'"
     )
 
 

@@ -185,9 +185,9 @@ def test_json_content_accepted(content_type: str | None, content_encoding: str |
 @pytest.mark.parametrize(
     ("content_type", "content_encoding", "reason"),
     [
-        ("text/plain", "", "content type str 'text/plain' is not application/json"),
+        ("text/plain", "", "content type 'text/plain' is not application/json"),
         ("application/json; charset=latin-1", "", "the body must be UTF-8 JSON"),
-        ("application/json", "gzip", "content encoding str 'gzip' is not supported"),
+        ("application/json", "gzip", "content encoding 'gzip' is not supported"),
         ("application/xml", "", "is not application/json"),
     ],
 )

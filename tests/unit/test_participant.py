@@ -320,7 +320,7 @@ async def test_an_unknown_command_is_dead_lettered(broker):
         ({H_STEP: ""}, f"command has no {H_STEP} header"),
         (
             {H_ATTEMPT: "first"},
-            f"header {H_ATTEMPT} must be an integer or a decimal string, got str 'first'",
+            f"header {H_ATTEMPT} must be an integer or a decimal string, got 'first'",
         ),
         ({H_ATTEMPT: "1.9"}, f"header {H_ATTEMPT} must be an integer or a decimal string"),
         ({H_ATTEMPT: None}, f"command has no {H_ATTEMPT} header"),

@@ -257,7 +257,7 @@ KINDS: dict[str, Any] = {
 }
 EXCERPTS = {
     "a number": "int 9000",
-    "a string": "str '9000'",
+    "a string": "'9000'",
     "a boolean": "bool True",
     "a list": "list [9000]",
     "an object": "dict {'amount': 9000}",
