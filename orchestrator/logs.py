@@ -7,21 +7,15 @@ Any value that looks like a URL with credentials (`amqp://user:secret@host/`) is
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
 
-_CREDENTIALS = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@"
-)
+from participants_sdk.redaction import redact
 
-
-def redact(text: str) -> str:
-    """`scheme://user:secret@host` -> `scheme://user:***@host`, anywhere in the text."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+__all__ = ["redact", "setup_logging"]
 
 
 def _redact_value(value: Any) -> Any:  # noqa: ANN401 - log values are anything

@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import errno
 import math
-import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Literal, TypeGuard
@@ -44,6 +43,7 @@ from participants_sdk import protocol as p
 from participants_sdk._rabbit_frames import unreadable
 from participants_sdk.errors import AccessRefused, BrokerError, BrokerUnreachable, TopologyError
 from participants_sdk.memory import DELIVERY_LIMIT_REASON
+from participants_sdk.redaction import redact
 
 QueueType = Literal["quorum", "classic"]
 QUEUE_TYPES: Final = ("quorum", "classic")
@@ -94,8 +94,6 @@ _DEATH_REASONS: Final = {
     "maxlen": "queue length limit",
 }
 
-# scheme://user:password@ : the password runs to the last "@" before the host's "/".
-_URL_PASSWORD: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^\s/]*@")
 
 AMQP_ERRORS: Final = (
     aiormq.exceptions.AMQPError,
@@ -107,11 +105,6 @@ AMQP_ERRORS: Final = (
 
 def is_queue_type(value: str) -> TypeGuard[QueueType]:
     return value in QUEUE_TYPES
-
-
-def redact_url(text: str) -> str:
-    """`text` with the password of every URL in it replaced by `***`: safe for logs and errors."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def retry_bucket_ms(delay: float) -> int:
@@ -398,7 +391,7 @@ def _describe_failure(exc: BaseException) -> str:
         aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError,
     ):
         return "login refused (check the user, password and virtual host)"
-    text = redact_url(str(exc))
+    text = redact(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -416,14 +409,14 @@ def _refused(exc: BaseException | None) -> bool:
 def refused(action: str, exc: BaseException) -> AccessRefused:
     """An `AccessRefused` for a channel call the broker refused for lack of permission."""
     return AccessRefused(
-        f"this RabbitMQ user may not {action}: {redact_url(str(exc))}; "
+        f"this RabbitMQ user may not {action}: {redact(str(exc))}; "
         "see `sagawire topology permissions`"
     )
 
 
 def broker_error(action: str, exc: BaseException) -> BrokerError:
     """A `BrokerError` for a failed channel call, with the AMQP reason when there is one."""
-    reason = redact_url(str(exc)) or type(exc).__name__
+    reason = redact(str(exc)) or type(exc).__name__
     return BrokerError(f"{action}: {reason}")
 
 

@@ -45,7 +45,6 @@ from participants_sdk._rabbit_topology import (
     RETRY_BUCKETS_MS,
     QueueType,
     delay_queue,
-    redact_url,
     retry_bucket_ms,
     retry_exchange,
 )
@@ -56,6 +55,7 @@ from participants_sdk.errors import (
     TopologyError,
     Unroutable,
 )
+from participants_sdk.redaction import redact
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -93,7 +93,7 @@ class RabbitBroker:
         self._link = link
         self._connect_url = connect_url  # holds the password: never logged
         self._name = name
-        self.url = redact_url(connect_url)
+        self.url = redact(connect_url)
         """The broker's URL, password redacted."""
         self.settings = settings
         self._publish_timeout = publish_timeout
@@ -137,7 +137,7 @@ class RabbitBroker:
             raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
         if delivery_limit < 0:
             raise ValueError(f"delivery_limit must be >= 0, got {delivery_limit}")
-        redacted = redact_url(url)
+        redacted = redact(url)
         try:
             link = await Link.open(url, name=name, timeout=connect_timeout)
         except (OSError, aiormq.exceptions.AMQPError, ValueError, TimeoutError) as exc:
@@ -212,7 +212,7 @@ class RabbitBroker:
                     url=self.url,
                     attempt=attempt,
                     retry_in_s=self._reconnect_interval,
-                    error=redact_url(str(exc)) or type(exc).__name__,
+                    error=redact(str(exc)) or type(exc).__name__,
                 )
                 await asyncio.sleep(self._reconnect_interval)
             else:
@@ -320,7 +320,7 @@ class RabbitBroker:
         except TimeoutError:
             raise NotConfirmed(f"{what} not confirmed within {self._publish_timeout}s") from None
         except t.AMQP_ERRORS as exc:
-            reason = t.redact_url(str(exc)) or type(exc).__name__
+            reason = redact(str(exc)) or type(exc).__name__
             raise NotConfirmed(f"{what} not confirmed: {reason}") from None
 
     async def _publish_once_open(

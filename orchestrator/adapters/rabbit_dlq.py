@@ -26,6 +26,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from participants_sdk import _rabbit_topology as t
 from participants_sdk import protocol as p
 from participants_sdk.headers import HeaderError
+from participants_sdk.redaction import redact
 
 DEFAULT_MAX_REPLAYS = 3
 _DROPPED_ON_REPLAY = (
@@ -315,4 +316,4 @@ async def connect(url: str) -> AbstractConnection:
             url, timeout=10, client_properties={"connection_name": "sagawire-cli"}
         )
     except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
-        raise t.unreachable(t.redact_url(url), exc) from None
+        raise t.unreachable(redact(url), exc) from None

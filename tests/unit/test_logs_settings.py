@@ -23,6 +23,7 @@ from orchestrator.settings import Settings
             "cannot reach amqp://u:p@h/ and mongodb://a:b@c/",
             "cannot reach amqp://u:***@h/ and mongodb://a:***@c/",
         ),
+        ("amqp://app:p@ss@host:5672/vh", "amqp://app:***@host:5672/vh"),
         ("amqp://localhost/", "amqp://localhost/"),
         ("mongodb://user@host/", "mongodb://user@host/"),
         ("no url here", "no url here"),
