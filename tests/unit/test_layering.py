@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,48 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import asyncio\nfrom pymongo import AsyncMongoClient\n")
     assert imported_modules(module) == {"asyncio", "pymongo"}
+
+
+CORE_MAY_IMPORT = (
+    "orchestrator.core",
+    "pydantic",  # the definitions' and the saga's models
+    "yaml",  # machine files are parsed (never loaded from disk) in the core
+    # The wire contract the core speaks: pure, no I/O.
+    "participants_sdk.protocol",
+    "participants_sdk.headers",
+    "participants_sdk.limits",
+)
+
+
+def outside(folder: str, allowed: tuple[str, ...]) -> list[str]:
+    """Imports of `folder` that are neither the standard library nor under `allowed`."""
+    found = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for module in sorted(imported_modules(path)):
+            top = module.partition(".")[0]
+            if top in sys.stdlib_module_names or top == "__future__":
+                continue
+            if not any(module == a or module.startswith(a + ".") for a in allowed):
+                found.append(f"{path.relative_to(ROOT)} imports {module}")
+    return found
+
+
+def test_the_core_imports_only_itself_the_standard_library_and_the_wire_contract() -> None:
+    assert outside("orchestrator/core", CORE_MAY_IMPORT) == []
+
+
+def test_the_sdk_never_imports_the_orchestrator() -> None:
+    assert offending("participants_sdk", ("orchestrator",)) == []
+
+
+def test_the_outside_check_sees_a_foreign_import(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "m.py").write_text(
+        "import json\nimport aio_pika\nfrom participants_sdk import memory\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert outside("pkg", CORE_MAY_IMPORT) == [
+        "pkg/m.py imports aio_pika",
+        "pkg/m.py imports participants_sdk",
+    ]
