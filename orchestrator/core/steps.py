@@ -1,6 +1,6 @@
 """Moving a saga between states: entering states, sending commands, compensating, finishing.
 
-`_Transitions` works on a private copy of the saga that `decide()` made; nothing here is shared
+`Transitions` works on a private copy of the saga that `decide()` forked; nothing here is shared
 with the caller until the decision is returned.
 """
 
