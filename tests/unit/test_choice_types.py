@@ -3,18 +3,15 @@ never takes the default branch (DESIGN.md invariant 13)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
+from decide_support import NOW, machine
 
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.messages import Decision, Disposition, StartSaga, StepReply
 from orchestrator.core.saga import Saga, SagaStatus
-from orchestrator.core.yaml_source import load_documents
-
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 # Large amounts go through a compliance check; the rest are approved at once.
 COMPLIANCE = """
@@ -61,11 +58,6 @@ states:
     on: {sent: done}
   done: {final: succeeded}
 """
-
-
-def machine(text: str) -> MachineDefinition:
-    (document,) = load_documents(text)
-    return MachineDefinition.model_validate(document)
 
 
 def start(definition: MachineDefinition, data: dict[str, Any]) -> Decision:

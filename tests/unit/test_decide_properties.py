@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from decide_support import machine
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,6 @@ from orchestrator.core.saga import (
     Saga,
     SagaStatus,
 )
-from orchestrator.core.yaml_source import load_documents
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SAGA_ID = "s-1"
@@ -149,19 +149,14 @@ class Machine:
     """Branch step -> an event mapped to `fail` (sent not rejected)."""
 
 
-def _definition(text: str) -> MachineDefinition:
-    (document,) = load_documents(text)
-    return MachineDefinition.model_validate(document)
-
-
 ORDER_MACHINE = Machine(
-    _definition(ORDER),
+    machine(ORDER),
     success={"pay": "payment_executed", "reserve": "stock_reserved", "ship": "shipped"},
     failure={"pay": "payment_failed", "reserve": "out_of_stock", "ship": "delivery_failed"},
     fail_result={},
 )
 TRIP_MACHINE = Machine(
-    _definition(TRIP),
+    machine(TRIP),
     success={
         "prepare": "prepared",
         "book.flight": "flight_booked",
