@@ -23,19 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from e2e_support import (
-    PLAN,
-    REPO,
-    SERVICES,
-    ProcessGroup,
-    Service,
-    expected_outcome,
-    finish_timeout,
-    ledger_problems,
-    load_sagas,
-    shorten,
-    wait_finished,
-)
+from e2e_outcomes import PLAN, expected_outcome, finish_timeout, ledger_problems, shorten
+from e2e_processes import REPO, SERVICES, ProcessGroup, Service
+from e2e_store import load_sagas, wait_finished
 
 from orchestrator.adapters import rabbit_dlq
 from orchestrator.adapters.mongo import MongoSagaStore

@@ -22,7 +22,8 @@ from collections.abc import Callable
 
 import pytest
 import pytest_asyncio
-from e2e_support import REPO, SERVICES, ProcessGroup, reset_broker
+from e2e_broker import reset_broker
+from e2e_processes import REPO, SERVICES, ProcessGroup
 from pymongo.errors import PyMongoError
 
 from orchestrator.adapters.mongo import MongoSagaStore

@@ -10,19 +10,10 @@ import json
 
 import pytest
 from chaos_support import Run, finish, plan, sized
-from e2e_support import (
-    E2E_MACHINES,
-    PLAN,
-    check_outcomes,
-    client_broker,
-    order_ids,
-    publish_raw,
-    read_queue,
-    start_orders,
-    start_shop,
-    wait_finished,
-    wait_until,
-)
+from e2e_broker import client_broker, publish_raw, read_queue, start_orders
+from e2e_outcomes import PLAN, check_outcomes, order_ids
+from e2e_processes import E2E_MACHINES, start_shop, wait_until
+from e2e_store import wait_finished
 
 from orchestrator.adapters import rabbit_dlq
 from participants_sdk import protocol as p

@@ -31,19 +31,9 @@ from chaos_support import (
     sized,
     through_proxy,
 )
-from e2e_support import (
-    PLAN,
-    SERVICES,
-    Daemon,
-    finish_timeout,
-    load_sagas,
-    order_ids,
-    start_shop,
-    wait_finished,
-    wait_ready,
-    wait_serving,
-    wait_until,
-)
+from e2e_outcomes import PLAN, finish_timeout, order_ids
+from e2e_processes import SERVICES, Daemon, start_shop, wait_ready, wait_serving, wait_until
+from e2e_store import load_sagas, wait_finished
 
 from tests.contract.tcp_proxy import TcpProxy
 

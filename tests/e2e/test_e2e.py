@@ -12,20 +12,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e_support import (
-    PLAN,
-    SERVICES,
-    check_outcomes,
-    client_broker,
-    finish_timeout,
-    metric_total,
-    order_ids,
-    run_figures,
-    scaled,
-    start_orders,
-    start_shop,
-    wait_finished,
-)
+from e2e_broker import client_broker, start_orders
+from e2e_http import metric_total
+from e2e_outcomes import PLAN, check_outcomes, finish_timeout, order_ids, run_figures, scaled
+from e2e_processes import SERVICES, start_shop
+from e2e_store import wait_finished
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 

@@ -35,15 +35,9 @@ from urllib.parse import unquote, urlsplit
 import aiormq
 import pytest
 from chaos_support import plan, sized
-from e2e_support import (
-    REPO,
-    check_outcomes,
-    finish_timeout,
-    order_ids,
-    start_shop,
-    wait_finished,
-    wait_until,
-)
+from e2e_outcomes import check_outcomes, finish_timeout, order_ids
+from e2e_processes import REPO, start_shop, wait_until
+from e2e_store import wait_finished
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
