@@ -6,10 +6,18 @@
     ├── ConfigurationError       bad settings or an unreachable service at start-up
     ├── TransportError           the broker failed
     ├── StartRefused             a start for a saga id that exists with another machine or data
-    └── StoreError               the saga store failed
-        ├── VersionConflict      another writer saved the saga first; reload and decide again
-        ├── SagaExists           a saga with this id is stored already
-        └── StoreRefused         the server refused the document itself: retrying cannot help
+    ├── StoreError               the saga store failed
+    │   ├── VersionConflict      another writer saved the saga first; reload and decide again
+    │   ├── SagaExists           a saga with this id is stored already
+    │   └── StoreRefused         the server refused the document itself: retrying cannot help
+    ├── InvalidMessage           a message that can never be read [runtime.wire]
+    ├── UnknownMachine           no such machine or version is registered; a KeyError [machines]
+    ├── MachinePaused            a start of a machine an operator paused [pauses]
+    ├── UnknownSaga              a message for a saga that is not stored [runtime.actor]
+    ├── ConflictStorm            version conflicts without end on one saga [runtime.actor]
+    └── RuntimeStopped           the runtime stopped; the message waits for another [runtime.system]
+
+Those with a module in brackets are defined beside what raises them.
 
 Business failures are not errors: a participant raises `participants_sdk.Reject`, which becomes
 an event the machine maps, usually to `compensate`.

@@ -11,13 +11,14 @@ from pydantic import ValidationError
 
 from orchestrator.core.messages import OperatorRequest, StartSaga, StepReply
 from orchestrator.core.saga import OutgoingCommand
+from orchestrator.errors import SagawireError
 from participants_sdk import protocol as p
 from participants_sdk.control import CONTROL_VERBS, OperatorCommand, StartRequest
 from participants_sdk.headers import HeaderError, check_json_content, describe
 from participants_sdk.limits import UnstorableData, check_storable
 
 
-class InvalidMessage(ValueError):
+class InvalidMessage(SagawireError):
     """A message that can never be processed; `reason` goes into the dead-letter headers."""
 
 
