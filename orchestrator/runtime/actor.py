@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from typing import TYPE_CHECKING
 
 import structlog
@@ -17,12 +18,17 @@ import structlog
 from orchestrator.core.confirm import count_from_confirm
 from orchestrator.core.decide import decide
 from orchestrator.core.messages import Decision, Message, StartSaga
-from orchestrator.core.saga import Saga
 from orchestrator.errors import SagaExists, SagawireError, StoreError, VersionConflict
 from orchestrator.runtime.wire import command_message
 
 if TYPE_CHECKING:
-    from orchestrator.runtime.system import ActorSystem
+    from collections.abc import Callable
+
+    from orchestrator.core.definition import MachineDefinition
+    from orchestrator.core.saga import Saga
+    from orchestrator.ports import Broker, Clock, SagaStore
+    from orchestrator.runtime.stats import RuntimeStats
+    from orchestrator.runtime.timers import Timers
 
 log = structlog.get_logger("sagawire.actor")
 
@@ -39,18 +45,35 @@ class ConflictStorm(SagawireError):
     pass
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ActorContext:
+    """What an actor needs of the runtime around it; the actor system builds one for all."""
+
+    store: SagaStore
+    broker: Broker
+    clock: Clock
+    stats: RuntimeStats
+    timers: Timers
+    definition: Callable[[str, int | None], MachineDefinition]
+    """A machine's definition by name and version; None for the latest."""
+    decided: Callable[[Message, Saga | None, Decision, Saga], None]
+    """Told once a decision is stored and its commands confirmed."""
+    actor_idle: Callable[[SagaActor], None]
+    """Told when an actor's mailbox ran dry."""
+
+
 _Work = tuple[Message | None, asyncio.Future[Decision | None]]
 
 
 class SagaActor:
-    def __init__(self, saga_id: str, system: ActorSystem) -> None:
+    def __init__(self, saga_id: str, context: ActorContext) -> None:
         self.saga_id = saga_id
-        self._system = system
+        self._context = context
         self._saga: Saga | None = None
         self._loaded = False
         self._mailbox: collections.deque[_Work] = collections.deque()
         self._task: asyncio.Task[None] | None = None
-        self.last_active = system.clock.now()
+        self.last_active = context.clock.now()
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -96,7 +119,7 @@ class SagaActor:
                 else:
                     if not future.done():
                         future.set_result(result)
-                self.last_active = self._system.clock.now()
+                self.last_active = self._context.clock.now()
         except asyncio.CancelledError:
             # Killed: nobody waits in vain, and nothing is acked that was not finished.
             for _, waiting in [*([(None, future)] if future else []), *self._mailbox]:
@@ -106,15 +129,15 @@ class SagaActor:
             raise
         finally:
             self._task = None
-            self._system.actor_idle(self)
+            self._context.actor_idle(self)
 
     async def _load(self) -> None:
-        self._saga = await self._system.store.load(self.saga_id)
+        self._saga = await self._context.store.load(self.saga_id)
         self._loaded = True
         if self._saga is not None and self._saga.outbox:
             self._saga = await self._flush(self._saga)
         if self._saga is not None:
-            self._system.timers.set(self.saga_id, self._saga.deadline)
+            self._context.timers.set(self.saga_id, self._saga.deadline)
 
     async def _process(self, message: Message | None) -> Decision | None:
         for _ in range(MAX_CONFLICT_RETRIES):
@@ -125,34 +148,34 @@ class SagaActor:
                 return None
             saga = self._saga
             if saga is not None:
-                definition = self._system.definition(saga.machine, saga.machine_version)
+                definition = self._context.definition(saga.machine, saga.machine_version)
             elif isinstance(message, StartSaga):
-                definition = self._system.definition(message.machine, None)
+                definition = self._context.definition(message.machine, None)
             else:
                 raise UnknownSaga(self.saga_id)
-            decision = decide(definition, saga, message, self._system.clock.now())
+            decision = decide(definition, saga, message, self._context.clock.now())
             if not decision.changed:
                 if not fresh:
                     # Another replica may have moved the saga on since it was cached: a message
                     # is only called stale or duplicate against the stored state.
                     self._loaded = False
                     continue
-                self._system.stats.decisions[decision.disposition.value] += 1
+                self._context.stats.decisions[decision.disposition.value] += 1
                 return decision
             try:
                 if saga is None:
-                    stored = await self._system.store.insert(decision.saga)
+                    stored = await self._context.store.insert(decision.saga)
                 else:
-                    stored = await self._system.store.save(decision.saga)
+                    stored = await self._context.store.save(decision.saga)
             except (VersionConflict, SagaExists) as exc:
-                self._system.stats.conflicts += 1
+                self._context.stats.conflicts += 1
                 log.debug("version_conflict", saga_id=self.saga_id, error=str(exc))
                 self._loaded = False
                 continue
             self._saga = stored
             self._saga = await self._flush(stored)
-            self._system.timers.set(self.saga_id, self._saga.deadline)
-            self._system.decided(message, saga, decision, stored)
+            self._context.timers.set(self.saga_id, self._saga.deadline)
+            self._context.decided(message, saga, decision, stored)
             return decision
         raise ConflictStorm(
             f"saga {self.saga_id!r}: {MAX_CONFLICT_RETRIES} version conflicts in a row"
@@ -166,7 +189,7 @@ class SagaActor:
         """
         if not saga.outbox:
             return saga
-        broker, stats = self._system.broker, self._system.stats
+        broker, stats = self._context.broker, self._context.stats
         messages = [command_message(command) for command in saga.outbox]
         stats.publishing += len(messages)
         try:
@@ -179,12 +202,12 @@ class SagaActor:
         finally:
             stats.publishing -= len(messages)
         stats.commands_published += len(messages)
-        definition = self._system.definition(saga.machine, saga.machine_version)
+        definition = self._context.definition(saga.machine, saga.machine_version)
         confirmed = {m.message_id for m in messages}
-        moved = count_from_confirm(definition, saga, confirmed, self._system.clock.now())
+        moved = count_from_confirm(definition, saga, confirmed, self._context.clock.now())
         if moved is not None:
             return await self._save_moved(saga, moved)
-        await self._system.store.mark_published(saga.saga_id, saga.version)
+        await self._context.store.mark_published(saga.saga_id, saga.version)
         saga.outbox = []
         return saga
 
@@ -192,7 +215,7 @@ class SagaActor:
         """Store deadlines moved to count from a late confirm, with the outbox published."""
         moved.outbox = []
         try:
-            stored = await self._system.store.save(moved)
+            stored = await self._context.store.save(moved)
         except VersionConflict:  # saved by another replica meanwhile: it decides from here
             self._loaded = False
             return saga
@@ -202,6 +225,6 @@ class SagaActor:
             log.warning("moved_deadlines_not_saved", saga_id=saga.saga_id, error=str(exc))
             self._loaded = False
             return saga
-        self._system.stats.deadlines_moved += 1
+        self._context.stats.deadlines_moved += 1
         log.info("deadlines_moved_to_confirm", saga_id=saga.saga_id, deadline=str(stored.deadline))
         return stored

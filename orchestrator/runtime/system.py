@@ -25,7 +25,7 @@ from orchestrator.errors import SagawireError, StartRefused, StoreRefused
 from orchestrator.machines import MachineRegistry, UnknownMachine
 from orchestrator.pauses import MachinePause, MachinePaused
 from orchestrator.ports import Broker, Clock, Delivery, SagaStore, Subscription
-from orchestrator.runtime.actor import SagaActor, UnknownSaga
+from orchestrator.runtime.actor import ActorContext, SagaActor, UnknownSaga
 from orchestrator.runtime.clock import SystemClock
 from orchestrator.runtime.stats import RuntimeStats
 from orchestrator.runtime.timers import Timers
@@ -80,13 +80,19 @@ class ActorSystem:
         settings: RuntimeSettings | None = None,
     ) -> None:
         self.registry = registry
-        self.store = store
-        self.broker = broker
-        self.clock: Clock = clock or SystemClock()
         self.settings = settings or RuntimeSettings()
-        self.stats = RuntimeStats()
         self.listeners: list[DecisionListener] = []
-        self.timers = Timers(self.clock, self._fire_timer)
+        clock = clock or SystemClock()
+        self._context = ActorContext(
+            store=store,
+            broker=broker,
+            clock=clock,
+            stats=RuntimeStats(),
+            timers=Timers(clock, self._fire_timer),
+            definition=self.definition,
+            decided=self.decided,
+            actor_idle=self.actor_idle,
+        )
         self._actors: collections.OrderedDict[str, SagaActor] = collections.OrderedDict()
         self._slot_freed = asyncio.Event()
         self._subscriptions: list[Subscription] = []
@@ -97,6 +103,28 @@ class ActorSystem:
         self._started_at = self.clock.now()
         self._pauses: dict[str, MachinePause] = {}
         self._pauses_read_at: float | None = None
+
+    # What its actors share, fixed for the runtime's life: read-only here.
+
+    @property
+    def store(self) -> SagaStore:
+        return self._context.store
+
+    @property
+    def broker(self) -> Broker:
+        return self._context.broker
+
+    @property
+    def clock(self) -> Clock:
+        return self._context.clock
+
+    @property
+    def stats(self) -> RuntimeStats:
+        return self._context.stats
+
+    @property
+    def timers(self) -> Timers:
+        return self._context.timers
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -239,7 +267,7 @@ class ActorSystem:
                 self._actors.move_to_end(saga_id)
                 return actor
             if len(self._actors) < self.settings.max_live_actors or self._evict_idle():
-                actor = SagaActor(saga_id, self)
+                actor = SagaActor(saga_id, self._context)
                 self._actors[saga_id] = actor
                 return actor
             # Every live actor is busy: hold this delivery (and so the consumer) until one is free.

@@ -193,25 +193,19 @@ async def test_due_timer_fires_once_after_rebuild(
     assert events(saga, "retrying") == [("execute_payment", 2)]
 
 
-class _BrokenPublishes:
-    """A broker connection whose publishes of commands fail, as a dropped connection would."""
+async def test_commands_stored_but_not_published_go_out_after_crash(
+    harness: SagaHarness, manual: dict[str, ScriptedService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = harness.system.broker
+    publish = connection.publish
 
-    def __init__(self, inner) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-    async def publish(self, exchange, routing_key, message) -> None:
+    async def broken_publish(exchange, routing_key, message) -> None:
+        # Commands fail to go out, as on a dropped connection; the crash below replaces it.
         if exchange == protocol.COMMANDS_EXCHANGE:
             raise ConnectionError("connection lost")
-        await self._inner.publish(exchange, routing_key, message)
+        await publish(exchange, routing_key, message)
 
-
-async def test_commands_stored_but_not_published_go_out_after_crash(
-    harness: SagaHarness, manual: dict[str, ScriptedService]
-) -> None:
-    harness.system.broker = _BrokenPublishes(harness.system.broker)
+    monkeypatch.setattr(connection, "publish", broken_publish)
     with pytest.raises(ConnectionError):
         await harness.start("order", order("o-7"), "o-7")
     stored = await harness.saga("o-7")
