@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 from bench.common import finished_sagas
 from bench.sagawire import MACHINES, ROOT, SERVICES, Rig
-from orchestrator.adapters.mongo_documents import to_document
-from orchestrator.adapters.mongo_store import MongoSagaStore
+from orchestrator.adapters.mongo import MongoSagaStore
+from orchestrator.adapters.mongo.documents import to_document
 from orchestrator.adapters.rabbitmq import RabbitBroker
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import MachineDefinition

@@ -36,7 +36,7 @@ from bench.common import (
     rss_bytes,
     server_cpu_seconds,
 )
-from orchestrator.adapters.mongo_store import MongoSagaStore
+from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.testing_backends import delete_queues, topology_queues
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from orchestrator.adapters.mongo_store import MongoSagaStore
+from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.core.decide import decide
 from orchestrator.core.messages import StartSaga
 from orchestrator.core.saga import Saga

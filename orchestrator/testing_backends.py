@@ -226,8 +226,7 @@ class RabbitMongoBackend:
         return reasons
 
     async def sagas(self) -> list[Saga]:
-        ids = [doc["_id"] async for doc in self.store.database["sagas"].find({}, {"_id": 1})]
-        loaded = [await self.store.load(saga_id) for saga_id in sorted(ids)]
+        loaded = [await self.store.load(saga_id) for saga_id in await self.store.queries.saga_ids()]
         return [saga for saga in loaded if saga is not None]
 
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from orchestrator.core.diagram import FORMATS, render
 from orchestrator.machines import MachineRegistry, UnknownMachine
 
 if TYPE_CHECKING:
-    from orchestrator.adapters.mongo_store import MongoSagaStore
+    from orchestrator.adapters.mongo import MongoSagaStore
 
 T = TypeVar("T")
 

@@ -29,7 +29,7 @@ from participants_sdk.errors import BrokerError
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractConnection
 
-    from orchestrator.adapters.mongo_store import MongoSagaStore
+    from orchestrator.adapters.mongo import MongoSagaStore
     from orchestrator.core.saga import Saga
     from orchestrator.settings import Settings
 
@@ -119,7 +119,7 @@ def _request(
     mongodb_url: str | None,
     compensate: bool = False,
 ) -> None:
-    from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415
+    from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415
 
     settings = load_settings(amqp_url=amqp_url, mongodb_url=mongodb_url)
     who = operator or f"{getpass.getuser()}@{socket.gethostname()}"

@@ -186,7 +186,7 @@ async def _await_start(
     """Return once the saga exists as started; exit 1 with the reason if the start was refused
     (by the daemon, or because a saga with this id holds another machine or data)."""
     from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
-    from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415
+    from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415
     from orchestrator.cli.verdict import Refused, await_verdict  # noqa: PLC0415
     from orchestrator.core.saga import Saga, start_digest  # noqa: PLC0415
 

@@ -20,8 +20,7 @@ from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
-    from orchestrator.adapters.mongo_queries import SagaPage, SagaSummary
-    from orchestrator.adapters.mongo_store import MongoSagaStore
+    from orchestrator.adapters.mongo import MongoSagaStore, SagaPage, SagaSummary
 
 T = TypeVar("T")
 
@@ -55,7 +54,7 @@ def parse_time(text: str, option: str, now: dt.datetime) -> dt.datetime:
 
 def with_store(url: str | None, work: Callable[[MongoSagaStore], Awaitable[T]]) -> T:
     """Connect to MongoDB, run `work` on the store, close; connection problems exit 1."""
-    from orchestrator.adapters.mongo_store import MongoSagaStore  # noqa: PLC0415 - light CLI start
+    from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415 - light CLI start
 
     settings = load_settings(mongodb_url=url)
 
@@ -134,7 +133,7 @@ def list_sagas(  # noqa: PLR0913, PLR0917 - one parameter per option
 
     Exits 0 (also when none match); 1 when MongoDB cannot be reached; 2 on a bad option.
     """
-    from orchestrator.adapters.mongo_queries import SagaFilter, find_sagas  # noqa: PLC0415
+    from orchestrator.adapters.mongo import SagaFilter  # noqa: PLC0415 - light CLI start
 
     now = dt.datetime.now(dt.UTC)
     where = SagaFilter(
@@ -148,9 +147,7 @@ def list_sagas(  # noqa: PLR0913, PLR0917 - one parameter per option
     )
     result = with_store(
         mongodb_url,
-        lambda store: find_sagas(
-            store.database["sagas"], where, limit=limit, skip=(page - 1) * limit
-        ),
+        lambda store: store.queries.find_sagas(where, limit=limit, skip=(page - 1) * limit),
     )
     if as_json:
         document = {

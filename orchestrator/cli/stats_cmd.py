@@ -14,7 +14,7 @@ from orchestrator.cli.sagas_cmd import AsJson, MongoUrl, with_store
 from orchestrator.core.saga import SagaStatus
 
 if TYPE_CHECKING:
-    from orchestrator.adapters.mongo_store import MongoSagaStore
+    from orchestrator.adapters.mongo import MongoSagaStore
 
 PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
@@ -39,18 +39,13 @@ def stats(
 
     Exits 0; 1 when MongoDB cannot be reached.
     """
-    from orchestrator.adapters.mongo_queries import (  # noqa: PLC0415 - light CLI start
-        counts_by_machine,
-        percentile,
-        step_latencies,
-    )
+    from orchestrator.adapters.mongo import percentile  # noqa: PLC0415 - light CLI start
 
     async def gather(
         store: MongoSagaStore,
     ) -> tuple[dict[str, dict[str, int]], dict[str, list[float]]]:
-        sagas = store.database["sagas"]
-        return await counts_by_machine(sagas), await step_latencies(
-            sagas, sample=sample, machine=machine
+        return await store.queries.counts_by_machine(), await store.queries.step_latencies(
+            sample=sample, machine=machine
         )
 
     counts, latencies = with_store(mongodb_url, gather)

@@ -17,7 +17,7 @@ from participants_sdk import protocol as p
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractConnection
 
-    from orchestrator.adapters.mongo_store import MongoSagaStore
+    from orchestrator.adapters.mongo import MongoSagaStore
     from orchestrator.core.saga import Saga
 
 CONTROL_DLQ = p.dead_letter_queue(p.CONTROL_QUEUE)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.adapters.mongo_events import ServerStateLog
+from orchestrator.adapters.mongo.events import ServerStateLog
 from orchestrator.errors import SagaExists, StoreError
 from tests.contract.conftest import build_saga
 from tests.contract.tcp_proxy import TcpProxy

@@ -11,7 +11,8 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.adapters.mongo_store import MARK_DELAY, SAGA_INDEXES, QueuedMark
+from orchestrator.adapters.mongo.documents import SAGA_INDEXES
+from orchestrator.adapters.mongo.marks import MARK_DELAY, QueuedMark
 from orchestrator.core.conditions import ConditionTypeError
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.saga import SagaStatus
@@ -232,7 +233,7 @@ async def test_with_version_claims_a_mark_never_puts_an_older_version_back(
 
     documents = store.database["sagas"].find({}, {"version": 1})
     assert {document["version"] async for document in documents} == {2}
-    assert len(store._writing) == 0  # every per-saga lock released and dropped
+    assert len(store._claims.writing) == 0  # every per-saga lock released and dropped
 
 
 async def test_marks_are_written_in_the_background(mongo_store, make_saga):
@@ -279,38 +280,36 @@ async def test_a_newer_mark_keeps_the_place_and_time_of_the_one_it_replaces(mong
     # a saga marked again must not move to the back, or it could wait there for good.
     await mongo_store.mark_published("saga-1", 1)
     await mongo_store.mark_published("saga-2", 1)
-    first = mongo_store._marks["saga-1"].since
+    first = mongo_store._marks.queued["saga-1"].since
     await mongo_store.mark_published("saga-1", 2)
     await mongo_store.mark_published("saga-2", 1)  # not newer: nothing changes
 
-    assert list(mongo_store._marks) == ["saga-1", "saga-2"]
-    assert mongo_store._marks["saga-1"] == QueuedMark(2, first)
+    assert list(mongo_store._marks.queued) == ["saga-1", "saga-2"]
+    assert mongo_store._marks.queued["saga-1"] == QueuedMark(2, first)
 
 
-class FailingOnce:
-    """A collection whose named method fails once, as a dropped connection would."""
+def fail_once(monkeypatch, collection, method: str) -> None:
+    """Make the collection's `method` fail once, as a dropped connection would.
 
-    def __init__(self, collection, method: str) -> None:
-        self._collection = collection
-        self._method = method
-        self.failed = False
+    Patched on the collection object itself: the store and its version claims share it.
+    """
+    real = getattr(collection, method)
+    failed = False
 
-    def __getattr__(self, name: str):
-        real = getattr(self._collection, name)
-        if name != self._method or self.failed:
-            return real
+    async def once(*args, **kwargs):
+        nonlocal failed
+        if failed:
+            return await real(*args, **kwargs)
+        failed = True
+        raise AutoReconnect("connection dropped")
 
-        async def fail(*args, **kwargs):
-            self.failed = True
-            raise AutoReconnect("connection dropped")
-
-        return fail
+    monkeypatch.setattr(collection, method, once)
 
 
 async def test_a_failed_flush_keeps_the_marks_for_the_next_one(mongo_store, make_saga, monkeypatch):
     await mongo_store.insert(make_saga())
     writer = "update_one" if mongo_store.version_claims else "bulk_write"
-    monkeypatch.setattr(mongo_store, "_sagas", FailingOnce(mongo_store._sagas, writer))
+    fail_once(monkeypatch, mongo_store._sagas, writer)
 
     await mongo_store.mark_published("saga-1", 1)
     with pytest.raises(StoreError, match="connection dropped"):
@@ -354,7 +353,6 @@ async def test_ensure_indexes_creates_the_claims_collection_before_any_save(clai
 
 
 async def test_counts_by_machine_and_status(mongo_store, make_saga):
-    from orchestrator.adapters.mongo_queries import counts_by_machine  # noqa: PLC0415
     from orchestrator.core.saga import SagaStatus  # noqa: PLC0415
 
     await mongo_store.insert(make_saga("a", status=SagaStatus.RUNNING))
@@ -363,7 +361,7 @@ async def test_counts_by_machine_and_status(mongo_store, make_saga):
     other.machine = "other"
     await mongo_store.insert(other)
 
-    counts = await counts_by_machine(mongo_store.database["sagas"])
+    counts = await mongo_store.queries.counts_by_machine()
     assert counts["order"]["running"] == 2
     assert counts["order"]["succeeded"] == 0
     assert counts["other"] == {
@@ -413,7 +411,7 @@ async def test_a_save_whose_saga_write_was_lost_is_repaired_on_load(
     saga = await claims_mongo_store.insert(make_saga())
     saga.data["step"] = "two"
     sagas = claims_mongo_store._sagas
-    monkeypatch.setattr(claims_mongo_store, "_sagas", FailingOnce(sagas, "replace_one"))
+    fail_once(monkeypatch, sagas, "replace_one")
 
     with pytest.raises(StoreError):
         await claims_mongo_store.save(saga)  # the claim was written, the saga document was not
@@ -469,7 +467,7 @@ async def test_a_lost_saga_write_is_repaired_by_the_check_after_the_save(
     store.projection_checks[0].delay = 0.2
     saga = await store.insert(make_saga())
     sagas = store._sagas
-    monkeypatch.setattr(store, "_sagas", FailingOnce(sagas, "replace_one"))
+    fail_once(monkeypatch, sagas, "replace_one")
     with pytest.raises(StoreError):
         await store.save(saga)  # the claim was written, the saga document was not
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.adapters.keyed_locks import KeyedLocks
+from orchestrator.adapters.mongo.ferretdb import KeyedLocks
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.adapters.projection_checks import ProjectionChecks
+from orchestrator.adapters.mongo.ferretdb import ProjectionChecks
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from orchestrator.adapters.mongo_documents import Document, store_errors
+from orchestrator.adapters.mongo.documents import Document, store_errors
 from orchestrator.pauses import MachinePause
 
 

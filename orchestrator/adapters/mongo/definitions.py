@@ -11,18 +11,16 @@ driver errors through; `MongoSagaStore` turns them into `StoreError`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from pydantic import ValidationError
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from orchestrator.adapters.mongo.documents import Document
 from orchestrator.core.conditions import STORED_SNAPSHOT
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.errors import DefinitionChanged, DefinitionError
 from orchestrator.machines import MachineRegistry
-
-Document = dict[str, Any]
 
 
 def snapshot_id(name: str, version: int) -> str:

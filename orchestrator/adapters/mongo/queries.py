@@ -1,9 +1,9 @@
-"""What operators ask of the `sagas` collection: filtered, paged listings and counts.
+"""What operators ask of the `sagas` collection (`store.queries`): listings, counts, latencies.
 
 Read-only and plain MongoDB (`$and`, `$or`, `$in`, ranges, sort, skip, limit), so it runs on
-FerretDB too. Every filter field has an index (see `mongo_store.SAGA_INDEXES`). On FerretDB v1
-the saga documents can trail a save by about a second (`projection_checks`); `sagas show` reads
-through the store, which is exact.
+FerretDB too. Every filter field has an index (`documents.SAGA_INDEXES`). On FerretDB v1 the
+saga documents can trail a save by about a second (`ferretdb`); `sagas show` reads through the
+store, which is exact.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from orchestrator.adapters.mongo_documents import Document, store_errors
+from orchestrator.adapters.mongo.documents import UNFINISHED, Document, store_errors
 from orchestrator.core.saga import SagaStatus
-
-UNFINISHED = [SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]
 
 _SUMMARY = {
     "machine": 1,
@@ -129,22 +127,50 @@ class SagaPage:
     """This page: most recently updated first."""
 
 
-async def find_sagas(
-    sagas: AsyncCollection[Document], where: SagaFilter, *, limit: int, skip: int = 0
-) -> SagaPage:
-    """One page of the sagas matching `where`, newest update first, and how many match."""
-    if limit < 1 or skip < 0:
-        raise ValueError(f"limit must be >= 1 and skip >= 0, got limit={limit} skip={skip}")
-    query = where.query()
-    with store_errors("list sagas"):
-        total = await sagas.count_documents(query)
-        cursor = sagas.find(query, _SUMMARY).sort([("updated_at", -1), ("_id", 1)])
-        documents = [document async for document in cursor.skip(skip).limit(limit)]
-    return SagaPage(total=total, sagas=[SagaSummary.from_document(d) for d in documents])
+class SagaQueries:
+    """The reads of `sagas` that operators make, by name."""
+
+    def __init__(self, sagas: AsyncCollection[Document]) -> None:
+        self._sagas = sagas
+
+    async def find_sagas(self, where: SagaFilter, *, limit: int, skip: int = 0) -> SagaPage:
+        """One page of the sagas matching `where`, newest update first, and how many match."""
+        if limit < 1 or skip < 0:
+            raise ValueError(f"limit must be >= 1 and skip >= 0, got limit={limit} skip={skip}")
+        query = where.query()
+        with store_errors("list sagas"):
+            total = await self._sagas.count_documents(query)
+            cursor = self._sagas.find(query, _SUMMARY).sort([("updated_at", -1), ("_id", 1)])
+            documents = [document async for document in cursor.skip(skip).limit(limit)]
+        return SagaPage(total=total, sagas=[SagaSummary.from_document(d) for d in documents])
+
+    async def saga_ids(self) -> list[str]:
+        """The id of every saga, sorted."""
+        with store_errors("list sagas"):
+            ids = [str(d["_id"]) async for d in self._sagas.find({}, {"_id": 1})]
+        return sorted(ids)
+
+    async def counts_by_machine(self) -> dict[str, dict[str, int]]:
+        """Machine -> status -> sagas, with every status present (0 when none)."""
+        return await counts_by_machine(self._sagas)
+
+    async def step_latencies(
+        self, *, sample: int, machine: str | None = None
+    ) -> dict[str, list[float]]:
+        """Machine -> seconds from each command sent to its reply, over the `sample` sagas
+        updated last (their whole histories: the newest steps of busy machines)."""
+        query: Document = {} if machine is None else {"machine": machine}
+        latencies: dict[str, list[float]] = {}
+        with store_errors("read saga histories"):
+            cursor = self._sagas.find(query, {"machine": 1, "history": 1}).sort("updated_at", -1)
+            async for document in cursor.limit(sample):
+                found = latencies.setdefault(str(document["machine"]), [])
+                found.extend(history_latencies(document.get("history") or []))
+        return latencies
 
 
 async def counts_by_machine(sagas: AsyncCollection[Document]) -> dict[str, dict[str, int]]:
-    """Machine -> status -> sagas, with every status present (0 when none)."""
+    """Machine -> status -> sagas in the collection `sagas`, with every status present."""
     pipeline: list[Document] = [
         {"$group": {"_id": {"machine": "$machine", "status": "$status"}, "count": {"$sum": 1}}}
     ]
@@ -155,21 +181,6 @@ async def counts_by_machine(sagas: AsyncCollection[Document]) -> dict[str, dict[
             per = counts.setdefault(machine, {s.value: 0 for s in SagaStatus})
             per[status] = int(row["count"])
     return counts
-
-
-async def step_latencies(
-    sagas: AsyncCollection[Document], *, sample: int, machine: str | None = None
-) -> dict[str, list[float]]:
-    """Machine -> seconds from each command sent to its reply, over the `sample` sagas updated
-    last (their whole histories: the newest steps of busy machines)."""
-    query: Document = {} if machine is None else {"machine": machine}
-    latencies: dict[str, list[float]] = {}
-    with store_errors("read saga histories"):
-        cursor = sagas.find(query, {"machine": 1, "history": 1}).sort("updated_at", -1)
-        async for document in cursor.limit(sample):
-            found = latencies.setdefault(str(document["machine"]), [])
-            found.extend(history_latencies(document.get("history") or []))
-    return latencies
 
 
 def history_latencies(history: list[Document]) -> list[float]:

@@ -1,29 +1,56 @@
 """Saga documents in MongoDB: the layout of `sagas` and `saga_versions`, and driver errors.
 
 A saga document is the `Saga` model as dumped, `_id` = saga id, plus the derived
-`outbox_pending: true` while the outbox holds commands. A version claim's key is
-`<saga id>#<version>`.
+`outbox_pending: true` while the outbox holds commands (absent otherwise): with a sparse index
+(FerretDB v1 has no partial ones), on MongoDB that index holds only the sagas with a pending
+outbox. A version claim's key is `<saga id>#<version>` (see `ferretdb`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 from bson.errors import BSONError
 from pymongo.errors import PyMongoError, WriteError
 
-from orchestrator.core.saga import Saga
+from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.errors import StoreError, StoreRefused
 from orchestrator.logs import redact
 
 Document = dict[str, Any]
 
+UNFINISHED: Final = [SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]
+
+# (name, keys, options): every query the runtime and the CLI make has an index.
+SAGA_INDEXES: Final[list[tuple[str, list[tuple[str, int]], dict[str, Any]]]] = [
+    # due(): status in (running, compensating) and deadline <= now, earliest first; also any
+    # query by status alone (index prefix).
+    ("status_deadline", [("status", 1), ("deadline", 1)], {}),
+    ("machine_version_status", [("machine", 1), ("machine_version", 1), ("status", 1)], {}),
+    ("machine_state", [("machine", 1), ("state", 1)], {}),
+    ("label", [("label", 1)], {}),
+    ("updated_at", [("updated_at", -1)], {}),
+    # with_outbox(); sparse, so on MongoDB it holds only sagas with a pending outbox.
+    ("outbox_pending", [("outbox_pending", 1)], {"sparse": True}),
+]
+
 REFUSED_CODES = frozenset({2, 10334, 17419, 17420})
 """Server errors about the document itself (BadValue: a key or value it does not take;
 BSONObjectTooLarge and its kin): the same write fails however often it is tried."""
+
+
+@dataclasses.dataclass
+class WriteCounts:
+    """What the store counts of its writes (read as metrics), shared with the version claims."""
+
+    writes: int = 0
+    """Saga documents written: inserted, replaced, outbox cleared, version claimed."""
+    round_trips: int = 0
+    """Database calls that write sagas or claims, successful or not."""
 
 
 def mark_update(saga_id: str, version: int) -> tuple[Document, Document]:

@@ -1,0 +1,265 @@
+"""FerretDB v1: what it lacks of MongoDB, and how the store works around each gap.
+
+The workarounds live here, but for a few one-liners named below. `connect()` turns
+them on when `buildInfo` names FerretDB v1 (`is_ferretdb_v1`); on MongoDB none of this runs.
+FerretDB v1 lacks:
+
+- An atomic conditional write. It evaluates a filter on the documents it read, then writes by
+  `_id`, so of two saves from the same version both "match" and the last one wins. Its only atomic
+  check is a unique key on insert, so every save first inserts a claim of its version into
+  `saga_versions` (`VersionClaims`): one writer per version gets it, the others get
+  `VersionConflict`. The claim holds the new document and is the committed state; `sagas` is a
+  projection written after it, for queries. A load that finds a newer claim uses and repairs it.
+  Claims older than the latest are shrunk to their key, which must stay: it stops a stale writer
+  from claiming that version again. Cost: a second write per save, a second read per load.
+- An ordered write of a document: a conditional update writes the whole document it read, so a
+  mark of version 3 racing the save of version 4 would put version 3 back. `KeyedLocks` keep this
+  process's writes of each saga document in order.
+- Hence `sagas` can fall behind its claims: a stale write of another process, or one the server
+  runs after its caller was cancelled, can put an older version back. `due`/`with_outbox`
+  only choose sagas to load, and the load repairs them; so that counts and listings catch up too,
+  `ProjectionChecks` read each saga document again a second after its last save here (ten seconds
+  after a save that finished it) and repair it when it is behind.
+- Many concurrent writers: its SQLite backend writes one transaction at a time, so its client
+  gets `FERRETDB_POOL_SIZE` connections (`connection`).
+- Partial indexes (`documents`: a sparse index on `outbox_pending` instead), several indexes in one
+  createIndexes, and creating a collection under load (`MongoSagaStore.ensure_indexes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final
+
+import structlog
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from orchestrator.adapters.mongo.documents import (
+    Document,
+    WriteCounts,
+    claim_key,
+    mark_update,
+    store_errors,
+)
+from orchestrator.core.saga import Saga, SagaStatus
+from orchestrator.errors import VersionConflict
+
+log = structlog.get_logger("sagawire.store")
+
+FERRETDB_POOL_SIZE: Final = 10
+"""Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`: many more concurrent
+writers only queue in SQLite's busy handler, unfairly, and some give up after 10 s with
+"database is locked"."""
+PROJECTION_CHECK_DELAYS: Final = (1.0, 10.0)
+"""Seconds after a saga's last save, and after its last save if finished, when its saga document
+is read again and repaired if it is behind."""
+
+
+def is_ferretdb_v1(build_info: Mapping[str, Any]) -> bool:
+    """Whether the server's `buildInfo` answer comes from FerretDB v1."""
+    return str(build_info.get("ferretdbVersion", "")).startswith("v1.")
+
+
+class VersionClaims:
+    """Saves checked by claim inserts, loads that repair the projection, ordered writes of it."""
+
+    def __init__(
+        self,
+        sagas: AsyncCollection[Document],
+        claims: AsyncCollection[Document],
+        counts: WriteCounts,
+    ) -> None:
+        self.sagas = sagas
+        self.claims = claims
+        self.counts = counts
+        self.writing = KeyedLocks()
+        """One write at a time per saga document here (see `mark`)."""
+        soon, finished = PROJECTION_CHECK_DELAYS
+        self.projection_checks = (
+            ProjectionChecks(self.check_projection, soon),
+            ProjectionChecks(self.check_projection, finished),
+        )
+        """Every save is checked after the first delay, a finished one again."""
+        self.repairs = 0
+        """Saga documents found behind their newest claim by a check, and repaired."""
+
+    async def save(self, saga: Saga, document: Document) -> str | None:
+        """Claim the version after `saga`'s, then write `document`; the key of the claim this
+        one supersedes (to shrink), if any."""
+        claim = claim_key(saga.saga_id, saga.version + 1)
+        self.counts.round_trips += 1
+        try:
+            await self.claims.insert_one(
+                {
+                    "_id": claim,
+                    "saga_id": saga.saga_id,
+                    "version": saga.version + 1,
+                    "saga": document,
+                }
+            )
+        except DuplicateKeyError:
+            raise VersionConflict(saga.saga_id, saga.version) from None
+        self.counts.writes += 1
+        # The claim is the committed save. The saga document follows; if this write is lost or
+        # overtaken, the next load finds the newer claim and repairs it.
+        self.counts.round_trips += 1
+        try:
+            async with self.writing.hold(saga.saga_id):
+                result = await self.sagas.replace_one(
+                    {"_id": saga.saga_id, "version": {"$lt": saga.version + 1}}, document
+                )
+        finally:  # written, failed or cancelled: the server may still run it late
+            soon, finished = self.projection_checks
+            soon.add(saga.saga_id, saga.version + 1)
+            if SagaStatus(document["status"]).finished:
+                finished.add(saga.saga_id, saga.version + 1)
+        if result.matched_count:
+            self.counts.writes += 1
+        elif await self.sagas.find_one({"_id": saga.saga_id}, {"_id": 1}) is None:
+            await self.claims.delete_one({"_id": claim})  # a save of a saga never inserted
+            raise VersionConflict(saga.saga_id, saga.version)
+        return claim_key(saga.saga_id, saga.version) if saga.version > 1 else None
+
+    async def mark(self, saga_id: str, version: int) -> None:
+        """One mark, alone for its saga's document in this process: holding the saga's lock for
+        each write of the saga document (marks, saves, repairs) keeps them in order here."""
+        self.counts.round_trips += 1
+        async with self.writing.hold(saga_id):
+            result = await self.sagas.update_one(*mark_update(saga_id, version))
+        self.counts.writes += result.modified_count
+
+    async def shrink(self, keys: set[str]) -> None:
+        """Drop the document from superseded claims; their key stays."""
+        self.counts.round_trips += 1
+        await self.claims.bulk_write(
+            [UpdateOne({"_id": key}, {"$unset": {"saga": ""}}) for key in keys], ordered=False
+        )
+
+    async def load(self, saga_id: str) -> Document | None:
+        """The saga document, or the newest claim above its version.
+
+        Claims are looked up by key, version after version, so every read is by `_id` (the only
+        lookup FerretDB v1 answers from an index). A claim shrunk to its key means a newer one
+        exists, so the walk goes on past it; it ends at the first version nobody claimed.
+        """
+        stored = await self.sagas.find_one({"_id": saga_id})
+        if stored is None:
+            return None  # a claim alone is a save of a saga never inserted
+        newest: Document | None = None
+        version = int(stored["version"])
+        while claim := await self.claims.find_one({"_id": claim_key(saga_id, version + 1)}):
+            version += 1
+            self.counts.round_trips += 1
+            if "saga" in claim:
+                newest = claim
+        if newest is None:
+            return stored
+        newer: Document = newest["saga"]
+        self.counts.round_trips += 1
+        async with self.writing.hold(saga_id):
+            result = await self.sagas.replace_one(
+                {"_id": saga_id, "version": {"$lt": newest["version"]}}, dict(newer)
+            )
+        self.counts.writes += result.modified_count
+        return newer
+
+    async def check_projection(self, saga_id: str, version: int) -> None:
+        """Repair the saga document if it is older than `version`, which was claimed here."""
+        with store_errors("check saga document", saga_id):
+            stored = await self.sagas.find_one({"_id": saga_id}, {"version": 1})
+            if stored is None or int(stored["version"]) >= version:
+                return
+            await self.load(saga_id)
+        self.repairs += 1
+        log.info("saga_document_repaired", saga_id=saga_id, found=stored["version"], saved=version)
+
+    async def close(self) -> None:
+        for checks in self.projection_checks:
+            await checks.close()
+
+
+Check = Callable[[str, int], Awaitable[None]]
+
+
+class ProjectionChecks:
+    """Each check runs `delay` seconds after the last save of its saga; a save made before the
+    check is due replaces the one it would have checked."""
+
+    def __init__(self, check: Check, delay: float) -> None:
+        self._check = check
+        self.delay = delay
+        self._latest: dict[str, int] = {}
+        """Saga id -> the newest version saved here that a check will look for."""
+        self._due: collections.deque[tuple[float, str]] = collections.deque()
+        self._scheduled: collections.Counter[str] = collections.Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        """Sagas with a check to come."""
+        return len(self._latest)
+
+    def add(self, saga_id: str, version: int) -> None:
+        loop = asyncio.get_running_loop()
+        if self._latest.get(saga_id, 0) < version:
+            self._latest[saga_id] = version
+        # One delay for all: entries are due in the order they were added.
+        self._due.append((loop.time() + self.delay, saga_id))
+        self._scheduled[saga_id] += 1
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="sagawire-projection-checks")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._due:
+            when, saga_id = self._due[0]
+            if when > loop.time():
+                await asyncio.sleep(when - loop.time())
+            self._due.popleft()
+            self._scheduled[saga_id] -= 1
+            if self._scheduled[saga_id]:
+                continue  # saved again since: that later entry checks the newer version
+            del self._scheduled[saga_id]
+            version = self._latest.pop(saga_id)
+            try:
+                await self._check(saga_id, version)
+            except Exception:  # one failed check must not stop the others
+                log.warning("projection_check_failed", saga_id=saga_id, exc_info=True)
+
+    async def close(self) -> None:
+        """Drop the checks to come: a later load repairs what they would have."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._due.clear()
+        self._latest.clear()
+        self._scheduled.clear()
+
+
+class KeyedLocks:
+    """One asyncio lock per key (a saga id), made on first use and dropped when nobody holds it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        """Keys with a lock now (held or waited for)."""
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key], self._locks[key]
