@@ -6,6 +6,7 @@
     ├── ConfigurationError       bad settings or an unreachable service at start-up
     ├── TransportError           the broker failed
     ├── StartRefused             a start for a saga id that exists with another machine or data
+    ├── RuntimeStopped           the runtime stopped or was killed; the message waits for another
     ├── StoreError               the saga store failed
     │   ├── VersionConflict      another writer saved the saga first; reload and decide again
     │   ├── SagaExists           a saga with this id is stored already
@@ -14,8 +15,7 @@
     ├── UnknownMachine           no such machine or version is registered; a KeyError [machines]
     ├── MachinePaused            a start of a machine an operator paused [pauses]
     ├── UnknownSaga              a message for a saga that is not stored [runtime.actor]
-    ├── ConflictStorm            version conflicts without end on one saga [runtime.actor]
-    └── RuntimeStopped           the runtime stopped; the message waits for another [runtime.system]
+    └── ConflictStorm            version conflicts without end on one saga [runtime.actor]
 
 Those with a module in brackets are defined beside what raises them.
 
@@ -75,3 +75,7 @@ class StoreRefused(StoreError):
 
 class StartRefused(SagawireError):
     """A start for a saga id that exists, with another machine or other data."""
+
+
+class RuntimeStopped(SagawireError):
+    """The runtime was stopped or killed; the message is left for another one."""

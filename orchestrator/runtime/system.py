@@ -3,8 +3,9 @@
     async with ActorSystem(registry, store, broker) as system:
         await system.start_saga("order", {"order_id": "o-1", ...})
 
-At start it declares the topology, publishes outboxes left unconfirmed by a crash, fires what
-is due, and consumes the reply queues of every service its machines use and the control queue.
+At start it declares the topology, consumes the reply queues of every service its machines use
+and the control queue (`deliveries`), then publishes outboxes left unconfirmed by a crash and
+fires what is due (`recovery`). Its actors get an `ActorContext`, not the system.
 """
 
 from __future__ import annotations
@@ -21,32 +22,24 @@ import structlog
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.messages import Decision, Disposition, Message, StartSaga, TimerFired
 from orchestrator.core.saga import Saga
-from orchestrator.errors import SagawireError, StartRefused, StoreRefused
-from orchestrator.machines import MachineRegistry, UnknownMachine
+from orchestrator.errors import RuntimeStopped, StartRefused
+from orchestrator.machines import MachineRegistry
 from orchestrator.pauses import MachinePause, MachinePaused
-from orchestrator.ports import Broker, Clock, Delivery, SagaStore, Subscription
+from orchestrator.ports import Broker, Clock, SagaStore, Subscription
 from orchestrator.runtime.actor import ActorContext, SagaActor, UnknownSaga
 from orchestrator.runtime.clock import SystemClock
+from orchestrator.runtime.deliveries import NOT_RETRIED_ERRORS, Deliveries
+from orchestrator.runtime.recovery import SWEEP_SHARE, Recovery
 from orchestrator.runtime.stats import RuntimeStats
 from orchestrator.runtime.timers import Timers
-from orchestrator.runtime.wire import InvalidMessage, parse_control, parse_reply
 from participants_sdk import protocol
-from participants_sdk.headers import bounded
 from participants_sdk.limits import check_storable
+
+__all__ = ["SWEEP_SHARE", "ActorSystem", "RuntimeSettings", "RuntimeStopped"]
 
 log = structlog.get_logger("sagawire.runtime")
 
 DecisionListener = Callable[[Decision, Saga], None]
-
-SWEEP_SHARE = 0.05
-"""The most of its time the sweeper spends sweeping: after a sweep of t seconds, the next one
-waits max(`sweep_interval`, t / SWEEP_SHARE). On MongoDB a sweep is an index lookup and the
-interval holds; FerretDB v1 reads every saga document for it (about 0.5 ms each), and sweeps
-every few seconds would keep such a database busy with little else."""
-
-
-class RuntimeStopped(SagawireError):
-    """The runtime was stopped or killed; the message is left for another one."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,6 +86,17 @@ class ActorSystem:
             decided=self.decided,
             actor_idle=self.actor_idle,
         )
+        self._deliveries = Deliveries(self._tell_patiently, self._context.stats)
+        self._recovery = Recovery(
+            store,
+            clock,
+            self._context.timers,
+            self._context.stats,
+            batch=self.settings.batch,
+            sweep_interval=self.settings.sweep_interval,
+            rehydrate=self._rehydrate,
+            wake=self._fire_timer,
+        )
         self._actors: collections.OrderedDict[str, SagaActor] = collections.OrderedDict()
         self._slot_freed = asyncio.Event()
         self._subscriptions: list[Subscription] = []
@@ -104,7 +108,7 @@ class ActorSystem:
         self._pauses: dict[str, MachinePause] = {}
         self._pauses_read_at: float | None = None
 
-    # What its actors share, fixed for the runtime's life: read-only here.
+    # -- what the actors share: fixed for the runtime's life, so read-only -----------------
 
     @property
     def store(self) -> SagaStore:
@@ -155,20 +159,22 @@ class ActorSystem:
                 self._subscriptions.append(
                     await self.broker.consume(
                         protocol.reply_queue(service),
-                        self._on_reply,
+                        self._deliveries.on_reply,
                         prefetch=self.settings.prefetch,
                     )
                 )
             self._subscriptions.append(
                 await self.broker.consume(
-                    protocol.CONTROL_QUEUE, self._on_control, prefetch=self.settings.prefetch
+                    protocol.CONTROL_QUEUE,
+                    self._deliveries.on_control,
+                    prefetch=self.settings.prefetch,
                 )
             )
         # Serving from here: readiness does not wait for the recovery's scans.
         self._ready = True
         await self.recover()
         self._loops = [
-            asyncio.create_task(self._sweep_loop(), name="sagawire-sweeper"),
+            asyncio.create_task(self._recovery.sweep_loop(), name="sagawire-sweeper"),
             asyncio.create_task(self._passivation_loop(), name="sagawire-passivation"),
         ]
         log.info("runtime_started", services=self.services(), machines=len(self.registry))
@@ -306,7 +312,7 @@ class ActorSystem:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # -- timers, sweeps, recovery, passivation --------------------------------------------
+    # -- timers, recovery and sweeps (`recovery`), passivation ----------------------------
 
     def _fire_timer(self, saga_id: str) -> None:
         if not self._closed:
@@ -323,51 +329,14 @@ class ActorSystem:
 
     async def sweep(self) -> int:
         """Wake due sagas this process holds no timer for (after a restart, or other replicas')."""
-        due = await self.store.due(self.clock.now(), self.settings.batch)
-        woken = 0
-        for saga_id in due:
-            if saga_id not in self.timers:
-                self._fire_timer(saga_id)
-                woken += 1
-        return woken
+        return await self._recovery.sweep()
 
     async def recover(self) -> int:
-        """Publish every outbox a crash left unconfirmed, then wake what is due.
+        """Publish every outbox a crash left unconfirmed before the start, then wake what is due."""
+        return await self._recovery.recover(saved_until=self._started_at)
 
-        Only sagas last saved by the time this runtime started are looked at: what it saves
-        later, its actors publish themselves. Under load such sagas always hold a few outboxes
-        awaiting their mark, and asking until none is left would not end while the load lasts.
-        """
-        recovered = 0
-        while True:
-            ids = await self.store.with_outbox(self.settings.batch, saved_until=self._started_at)
-            if not ids:
-                break
-            await asyncio.gather(*(self.tell(saga_id, None) for saga_id in ids))
-            recovered += len(ids)
-            if len(ids) < self.settings.batch:
-                break
-        self.stats.recovered_outboxes += recovered
-        await self.sweep()
-        if recovered:
-            log.info("outboxes_recovered", sagas=recovered)
-        return recovered
-
-    async def _sweep_loop(self) -> None:
-        pause = self.settings.sweep_interval
-        while True:
-            await self.clock.sleep(pause)
-            began = self.clock.monotonic()
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("sweep_failed")
-            took = self.clock.monotonic() - began
-            self.stats.sweep_seconds = took
-            spaced = max(self.settings.sweep_interval, took / SWEEP_SHARE)
-            if spaced > self.settings.sweep_interval and pause <= self.settings.sweep_interval:
-                log.info("sweeps_spaced", sweep_seconds=round(took, 3), next_in=round(spaced, 1))
-            pause = spaced
+    async def _rehydrate(self, saga_id: str) -> None:
+        await self.tell(saga_id, None)
 
     async def _passivation_loop(self) -> None:
         interval = max(self.settings.passivate_after / 2, 0.01)
@@ -390,13 +359,7 @@ class ActorSystem:
             self._slot_freed.set()
         return len(stale)
 
-    # -- deliveries -----------------------------------------------------------------------
-
-    async def _on_reply(self, delivery: Delivery) -> None:
-        await self._deliver(delivery, _reply_message)
-
-    async def _on_control(self, delivery: Delivery) -> None:
-        await self._deliver(delivery, _control_message)
+    # -- deliveries (settled in `deliveries`) ---------------------------------------------
 
     async def _tell_patiently(self, saga_id: str, message: Message) -> Decision | None:
         """Tell, trying again with growing pauses while the store or broker fails."""
@@ -404,7 +367,7 @@ class ActorSystem:
         while True:
             try:
                 return await self.tell(saga_id, message)
-            except (UnknownSaga, UnknownMachine, MachinePaused, RuntimeStopped, StoreRefused):
+            except NOT_RETRIED_ERRORS:
                 raise
             except Exception as exc:
                 if waited >= self.settings.transient_give_up or self._closed:
@@ -416,75 +379,3 @@ class ActorSystem:
                 await self.clock.sleep(pause)
                 waited += pause
                 pause = min(pause * 2, self.settings.transient_retry_cap)
-
-    async def _deliver(
-        self, delivery: Delivery, parse: Callable[[Delivery], tuple[str, Message]]
-    ) -> None:
-        """The one place that decides ack, dead-letter or requeue for an incoming message."""
-        message = delivery.message
-        try:
-            saga_id, core_message = parse(delivery)
-            with structlog.contextvars.bound_contextvars(
-                saga_id=saga_id, message_id=message.message_id, type=message.type
-            ):
-                decision = await self._tell_patiently(saga_id, core_message)
-        except RuntimeStopped:
-            await delivery.requeue()
-        except _NEVER_PROCESSABLE as exc:
-            await self._dead_letter(delivery, _refusal_kind(exc), str(exc))
-        except Exception:
-            log.exception("delivery_requeued", queue=delivery.queue, message_id=message.message_id)
-            self.stats.requeued += 1
-            await delivery.requeue()
-        else:
-            if decision is not None and decision.disposition in _DEAD_LETTERED:
-                await self._dead_letter(delivery, decision.disposition.value, decision.reason or "")
-            else:
-                await delivery.ack()
-
-    async def _dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
-        self.stats.dead_lettered[kind] += 1
-        reason = bounded(f"{kind}: {reason}")
-        log.warning(
-            "dead_lettered",
-            queue=delivery.queue,
-            kind=kind,
-            reason=reason,
-            message_id=delivery.message.message_id,
-        )
-        await delivery.dead_letter(reason)
-
-
-_REFUSAL_KINDS: tuple[tuple[type[Exception], str], ...] = (
-    (InvalidMessage, "invalid_message"),
-    (UnknownSaga, "unknown_saga"),
-    (UnknownMachine, "unknown_machine"),
-    (MachinePaused, "refused"),
-    (StoreRefused, "unstorable"),
-)
-"""What makes a message never processable, and the dead-letter kind it is counted under."""
-_NEVER_PROCESSABLE = tuple(kind for kind, _ in _REFUSAL_KINDS)
-
-
-def _refusal_kind(exc: Exception) -> str:
-    return next(kind for cls, kind in _REFUSAL_KINDS if isinstance(exc, cls))
-
-
-_DEAD_LETTERED = frozenset(
-    {
-        Disposition.INVALID,
-        Disposition.UNEXPECTED,
-        Disposition.UNSTORABLE,
-        Disposition.REFUSED,  # an operator request or a conflicting start: the DLQ says why
-    }
-)
-
-
-def _reply_message(delivery: Delivery) -> tuple[str, Message]:
-    saga_id, reply = parse_reply(delivery.message, queue=delivery.queue)
-    return saga_id, reply
-
-
-def _control_message(delivery: Delivery) -> tuple[str, Message]:
-    saga_id, request, _machine = parse_control(delivery.message)
-    return saga_id, request
