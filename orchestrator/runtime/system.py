@@ -1,17 +1,17 @@
-"""The actor system: routes deliveries to saga actors and keeps the set of live actors bounded.
+"""The actor system: routes deliveries and timers to saga actors, from start to stop.
 
     async with ActorSystem(registry, store, broker) as system:
         await system.start_saga("order", {"order_id": "o-1", ...})
 
 At start it declares the topology, consumes the reply queues of every service its machines use
 and the control queue (`deliveries`), then publishes outboxes left unconfirmed by a crash and
-fires what is due (`recovery`). Its actors get an `ActorContext`, not the system.
+fires what is due (`recovery`). Its actors get an `ActorContext`, not the system, and it holds
+no more of them at a time than `max_live_actors` (`live_actors`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import uuid
 from collections.abc import Callable, Coroutine
@@ -29,6 +29,7 @@ from orchestrator.ports import Broker, Clock, SagaStore, Subscription
 from orchestrator.runtime.actor import ActorContext, SagaActor, UnknownSaga
 from orchestrator.runtime.clock import SystemClock
 from orchestrator.runtime.deliveries import NOT_RETRIED_ERRORS, Deliveries
+from orchestrator.runtime.live_actors import LiveActors
 from orchestrator.runtime.recovery import SWEEP_SHARE, Recovery
 from orchestrator.runtime.stats import RuntimeStats
 from orchestrator.runtime.timers import Timers
@@ -76,29 +77,35 @@ class ActorSystem:
         self.settings = settings or RuntimeSettings()
         self.listeners: list[DecisionListener] = []
         clock = clock or SystemClock()
+        stats = RuntimeStats()
+        self._actors = LiveActors(
+            self._new_actor,
+            clock,
+            stats,
+            most=self.settings.max_live_actors,
+            passivate_after=self.settings.passivate_after,
+        )
         self._context = ActorContext(
             store=store,
             broker=broker,
             clock=clock,
-            stats=RuntimeStats(),
+            stats=stats,
             timers=Timers(clock, self._fire_timer),
             definition=self.definition,
             decided=self.decided,
-            actor_idle=self.actor_idle,
+            actor_idle=self._actors.actor_idle,
         )
-        self._deliveries = Deliveries(self._tell_patiently, self._context.stats)
+        self._deliveries = Deliveries(self._tell_patiently, stats)
         self._recovery = Recovery(
             store,
             clock,
             self._context.timers,
-            self._context.stats,
+            stats,
             batch=self.settings.batch,
             sweep_interval=self.settings.sweep_interval,
             rehydrate=self._rehydrate,
             wake=self._fire_timer,
         )
-        self._actors: collections.OrderedDict[str, SagaActor] = collections.OrderedDict()
-        self._slot_freed = asyncio.Event()
         self._subscriptions: list[Subscription] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -175,7 +182,7 @@ class ActorSystem:
         await self.recover()
         self._loops = [
             asyncio.create_task(self._recovery.sweep_loop(), name="sagawire-sweeper"),
-            asyncio.create_task(self._passivation_loop(), name="sagawire-passivation"),
+            asyncio.create_task(self._actors.passivation_loop(), name="sagawire-passivation"),
         ]
         log.info("runtime_started", services=self.services(), machines=len(self.registry))
 
@@ -198,11 +205,10 @@ class ActorSystem:
     async def kill(self) -> None:
         """Drop everything at once, as a crash would: nothing in flight is finished."""
         self._closed = True
-        tasks = [*self._loops, *self._background, *self._actor_tasks()]
+        tasks = [*self._loops, *self._background, *self._actors.tasks()]
         for task in tasks:
             task.cancel()
-        for actor in self._actors.values():
-            actor.abandon()  # a task cancelled before it ran never sees its CancelledError
+        self._actors.abandon_all()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.timers.stop()
         self._subscriptions.clear()
@@ -210,10 +216,7 @@ class ActorSystem:
 
     def busy(self) -> list[asyncio.Task[Any]]:
         """Tasks with work in hand: actors draining a mailbox and timer wake-ups."""
-        return [*self._background, *self._actor_tasks()]
-
-    def _actor_tasks(self) -> list[asyncio.Task[None]]:
-        return [a.task for a in self._actors.values() if a.task is not None]
+        return [*self._background, *self._actors.tasks()]
 
     # -- telling actors -------------------------------------------------------------------
 
@@ -240,7 +243,7 @@ class ActorSystem:
             pause = (await self._paused_machines()).get(message.machine)
             if pause is not None:
                 raise MachinePaused(pause)
-        actor = await self._actor(saga_id)
+        actor = await self._actors.actor(saga_id)
         return await actor.tell(message)
 
     async def _paused_machines(self) -> dict[str, MachinePause]:
@@ -266,35 +269,8 @@ class ActorSystem:
             raise StartRefused(decision.reason or f"start of saga {saga_id!r} refused")
         return decision
 
-    async def _actor(self, saga_id: str) -> SagaActor:
-        while True:
-            actor = self._actors.get(saga_id)
-            if actor is not None:
-                self._actors.move_to_end(saga_id)
-                return actor
-            if len(self._actors) < self.settings.max_live_actors or self._evict_idle():
-                actor = SagaActor(saga_id, self._context)
-                self._actors[saga_id] = actor
-                return actor
-            # Every live actor is busy: hold this delivery (and so the consumer) until one is free.
-            self.stats.backpressure_waits += 1
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-
-    def _evict_idle(self) -> bool:
-        for saga_id, actor in self._actors.items():
-            if actor.idle:
-                del self._actors[saga_id]
-                self.stats.passivated += 1
-                return True
-        return False
-
-    def actor_idle(self, actor: SagaActor) -> None:
-        """Called by an actor whose mailbox ran dry."""
-        if actor.finished and self._actors.get(actor.saga_id) is actor:
-            # A finished saga only ever sees late duplicates: no reason to keep it in memory.
-            del self._actors[actor.saga_id]
-        self._slot_freed.set()
+    def _new_actor(self, saga_id: str) -> SagaActor:
+        return SagaActor(saga_id, self._context)
 
     def decided(
         self, message: Message, before: Saga | None, decision: Decision, stored: Saga
@@ -312,7 +288,7 @@ class ActorSystem:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # -- timers, recovery and sweeps (`recovery`), passivation ----------------------------
+    # -- timers, recovery and sweeps (`recovery`), passivation (`live_actors`) ------------
 
     def _fire_timer(self, saga_id: str) -> None:
         if not self._closed:
@@ -338,26 +314,9 @@ class ActorSystem:
     async def _rehydrate(self, saga_id: str) -> None:
         await self.tell(saga_id, None)
 
-    async def _passivation_loop(self) -> None:
-        interval = max(self.settings.passivate_after / 2, 0.01)
-        while True:
-            await self.clock.sleep(interval)
-            self.passivate_idle()
-
     def passivate_idle(self) -> int:
-        now = self.clock.now()
-        stale = [
-            saga_id
-            for saga_id, actor in self._actors.items()
-            if actor.idle
-            and (now - actor.last_active).total_seconds() >= self.settings.passivate_after
-        ]
-        for saga_id in stale:
-            del self._actors[saga_id]
-        self.stats.passivated += len(stale)
-        if stale:
-            self._slot_freed.set()
-        return len(stale)
+        """Drop the actors idle for `passivate_after` seconds from memory; returns how many."""
+        return self._actors.passivate_idle()
 
     # -- deliveries (settled in `deliveries`) ---------------------------------------------
 
