@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Callable, Iterable
 
 from e2e_processes import wait_until
-from orchestrator.adapters.mongo_queries import counts_by_machine
 
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.core.saga import Saga, SagaStatus
@@ -18,7 +17,7 @@ FINISHED = ("succeeded", "compensated", "failed", "aborted")
 
 async def finished_count(store: MongoSagaStore) -> tuple[int, dict[str, int]]:
     """(finished sagas of the order machine, its sagas by status), as `sagawire stats` counts."""
-    counts = (await counts_by_machine(store.database["sagas"])).get("order")
+    counts = (await store.queries.counts_by_machine()).get("order")
     counts = counts or {status.value: 0 for status in SagaStatus}
     return sum(counts[status] for status in FINISHED), counts
 
