@@ -21,11 +21,7 @@ from decide_support import (
 )
 
 from orchestrator.core.definition import MachineDefinition, TaskState
-from orchestrator.core.messages import (
-    Disposition,
-    StartSaga,
-    TimerFired,
-)
+from orchestrator.core.messages import Disposition, StartSaga, TimerFired
 from orchestrator.core.saga import SagaStatus
 
 

@@ -26,10 +26,7 @@ from decide_support import (
 )
 
 from orchestrator.core.definition import MachineDefinition
-from orchestrator.core.messages import (
-    Disposition,
-    TimerFired,
-)
+from orchestrator.core.messages import Disposition, TimerFired
 from orchestrator.core.saga import SagaStatus
 
 

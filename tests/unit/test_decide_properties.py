@@ -30,13 +30,7 @@ from orchestrator.core.messages import (
     StepReply,
     TimerFired,
 )
-from orchestrator.core.saga import (
-    COMPENSATION_PREFIX,
-    HISTORY_LIMIT,
-    PendingStep,
-    Saga,
-    SagaStatus,
-)
+from orchestrator.core.saga import COMPENSATION_PREFIX, HISTORY_LIMIT, PendingStep, Saga, SagaStatus
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SAGA_ID = "s-1"

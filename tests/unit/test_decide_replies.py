@@ -27,11 +27,7 @@ from decide_support import (
 
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import MachineDefinition
-from orchestrator.core.messages import (
-    Disposition,
-    StepReply,
-    TimerFired,
-)
+from orchestrator.core.messages import Disposition, StepReply, TimerFired
 from orchestrator.core.saga import HISTORY_LIMIT, SagaStatus
 
 

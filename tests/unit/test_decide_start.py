@@ -23,10 +23,7 @@ from decide_support import (
 
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import MachineDefinition
-from orchestrator.core.messages import (
-    Disposition,
-    StartSaga,
-)
+from orchestrator.core.messages import Disposition, StartSaga
 from orchestrator.core.saga import SagaStatus
 from orchestrator.core.yaml_source import load_documents
 
