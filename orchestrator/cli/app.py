@@ -1,4 +1,5 @@
-"""The `sagawire` command line: one typer app, sub-apps registered from their own modules."""
+"""The `sagawire` command line: one typer app; each command module registers its commands on
+it (or on a sub-app declared here), and `orchestrator.cli.main` imports them all."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ def _configure(
     setup_logging(log_level or default, json=log_json)
 
 
-def main() -> None:
-    from orchestrator.cli import commands  # noqa: F401, PLC0415 - registers the sub-commands
-
-    app()
+sagas_app = typer.Typer(help="Running and finished sagas, read from MongoDB.", no_args_is_help=True)
+"""`sagawire sagas ...`: reading commands (sagas_cmd) and operator requests (operate_cmd)."""
+app.add_typer(sagas_app, name="sagas")

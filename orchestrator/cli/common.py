@@ -1,14 +1,40 @@
-"""What several commands share: loading machines with their problems printed, clean errors."""
+"""What several commands share: options, settings, connections, loading machines with their
+problems printed, clean errors. Command modules import from here and from `app`, never from
+each other."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
-from orchestrator.errors import DefinitionError
+from orchestrator.errors import ConfigurationError, DefinitionError, StoreError
 from orchestrator.logs import redact
 from orchestrator.machines import MachineRegistry, load_machines
+from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestrator.adapters.mongo import MongoSagaStore
+    from participants_sdk.control import SagaClient
+
+T = TypeVar("T")
+
+AmqpUrl = Annotated[
+    str | None,
+    typer.Option(help="RabbitMQ URL (env SAGAWIRE_AMQP_URL)", show_default=False),
+]
+
+
+MongoUrl = Annotated[
+    str | None,
+    typer.Option(help="MongoDB URL; the path names the database (env SAGAWIRE_MONGODB_URL)"),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -32,3 +58,58 @@ def load_registry(path: Path) -> MachineRegistry:
         print_problems(exc)
         typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
         raise typer.Exit(code=1) from None
+
+
+def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - typer option values
+    """Settings from the environment, with the flags that were given on top."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        # Never echo the input: it may hold a password.
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in error["loc"])
+            typer.echo(
+                f"error: SAGAWIRE_{field.upper()} / --{field.replace('_', '-')}: "
+                f"{redact(error['msg'])}",
+                err=True,
+            )
+        raise typer.Exit(code=2) from None
+
+
+@contextlib.asynccontextmanager
+async def control_client(settings: Settings) -> AsyncIterator[SagaClient]:
+    """A client of the control queue for one command (declared, if the daemon has not yet)."""
+    from participants_sdk.control import SagaClient  # noqa: PLC0415 - keeps other commands light
+    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
+
+    broker = await RabbitBroker.connect(
+        settings.amqp_url,
+        queue_type=settings.queue_type,
+        delivery_limit=settings.delivery_limit,
+        name="sagawire-cli",
+    )
+    try:
+        await broker.declare_topology([])
+        yield SagaClient(broker)
+    finally:
+        await broker.close()
+
+
+def with_store(url: str | None, work: Callable[[MongoSagaStore], Awaitable[T]]) -> T:
+    """Connect to MongoDB, run `work` on the store, close; connection problems exit 1."""
+    from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415 - light CLI start
+
+    settings = load_settings(mongodb_url=url)
+
+    async def run() -> T:
+        store = await MongoSagaStore.connect(settings.mongodb_url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except (ConfigurationError, StoreError) as exc:
+        raise fail(str(exc)) from None

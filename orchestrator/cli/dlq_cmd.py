@@ -14,8 +14,7 @@ from rich.table import Table
 
 from orchestrator.adapters import rabbit_dlq as d
 from orchestrator.cli.app import app
-from orchestrator.cli.common import fail, load_registry
-from orchestrator.cli.run_cmd import AmqpUrl, load_settings
+from orchestrator.cli.common import AmqpUrl, AsJson, fail, load_registry, load_settings
 from participants_sdk import protocol as p
 from participants_sdk.errors import BrokerError
 
@@ -44,7 +43,6 @@ Machines = Annotated[
         envvar="SAGAWIRE_MACHINES",
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 
 
 def _queues(queue: str | None, machines: Path) -> tuple[list[str], bool]:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.app import app
-from orchestrator.cli.common import fail, load_registry
+from orchestrator.cli.common import fail, load_registry, with_store
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.diagram import FORMATS, render
 from orchestrator.machines import MachineRegistry, UnknownMachine
@@ -172,7 +172,6 @@ def _set_pause(
     mongodb_url: str | None,
     pause: Callable[[MongoSagaStore], Awaitable[T]],
 ) -> T:
-    from orchestrator.cli.sagas_cmd import with_store  # noqa: PLC0415 - sagas_cmd imports much
 
     _pick(load_registry(machines), name, None)  # an unknown name exits 1, naming the known ones
     return with_store(mongodb_url, pause)

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from orchestrator.adapters import rabbit_dlq
-from orchestrator.cli.common import fail
-from orchestrator.cli.run_cmd import AmqpUrl, control_client, load_settings
-from orchestrator.cli.sagas_cmd import MongoUrl, sagas_app
+from orchestrator.cli.app import sagas_app
+from orchestrator.cli.common import AmqpUrl, MongoUrl, control_client, fail, load_settings
 from orchestrator.cli.verdict import Refused, await_verdict
 from orchestrator.errors import ConfigurationError, StoreError
 from orchestrator.logs import redact

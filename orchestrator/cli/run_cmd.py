@@ -3,67 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from orchestrator.cli.app import app
-from orchestrator.cli.common import fail, print_problems
+from orchestrator.cli.common import AmqpUrl, control_client, fail, load_settings, print_problems
 from orchestrator.errors import ConfigurationError, DefinitionError, StoreError
-from orchestrator.logs import redact
 from orchestrator.settings import Settings
 from participants_sdk.errors import BrokerError
 from participants_sdk.gc_tuning import tune_gc
 from participants_sdk.limits import UnstorableData, check_storable
-
-if TYPE_CHECKING:
-    from participants_sdk.control import SagaClient
-
-AmqpUrl = Annotated[
-    str | None,
-    typer.Option(help="RabbitMQ URL (env SAGAWIRE_AMQP_URL)", show_default=False),
-]
-
-
-@contextlib.asynccontextmanager
-async def control_client(settings: Settings) -> AsyncIterator[SagaClient]:
-    """A client of the control queue for one command (declared, if the daemon has not yet)."""
-    from participants_sdk.control import SagaClient  # noqa: PLC0415 - keeps other commands light
-    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
-
-    broker = await RabbitBroker.connect(
-        settings.amqp_url,
-        queue_type=settings.queue_type,
-        delivery_limit=settings.delivery_limit,
-        name="sagawire-cli",
-    )
-    try:
-        await broker.declare_topology([])
-        yield SagaClient(broker)
-    finally:
-        await broker.close()
-
-
-def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - typer option values
-    """Settings from the environment, with the flags that were given on top."""
-    given = {name: value for name, value in overrides.items() if value is not None}
-    try:
-        return Settings(**given)
-    except ValidationError as exc:
-        # Never echo the input: it may hold a password.
-        for error in exc.errors(include_url=False, include_input=False):
-            field = ".".join(str(part) for part in error["loc"])
-            typer.echo(
-                f"error: SAGAWIRE_{field.upper()} / --{field.replace('_', '-')}: "
-                f"{redact(error['msg'])}",
-                err=True,
-            )
-        raise typer.Exit(code=2) from None
 
 
 @app.command(

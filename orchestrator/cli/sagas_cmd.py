@@ -2,73 +2,41 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import re
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli.app import app
-from orchestrator.cli.common import fail
-from orchestrator.cli.run_cmd import load_settings
+from orchestrator.cli.app import sagas_app
+from orchestrator.cli.common import AsJson, MongoUrl, fail, with_store
+from orchestrator.core.durations import parse_duration
 from orchestrator.core.saga import Saga, SagaStatus
-from orchestrator.errors import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
     from orchestrator.adapters.mongo import MongoSagaStore, SagaPage, SagaSummary
 
 T = TypeVar("T")
 
-sagas_app = typer.Typer(help="Running and finished sagas, read from MongoDB.", no_args_is_help=True)
-
-MongoUrl = Annotated[
-    str | None,
-    typer.Option(help="MongoDB URL; the path names the database (env SAGAWIRE_MONGODB_URL)"),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
-
-_AGO = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_time(text: str, option: str, now: dt.datetime) -> dt.datetime:
-    """An ISO 8601 time (UTC unless it says otherwise) or an age: 90s, 15m, 2h, 7d ago."""
-    ago = _AGO.match(text.strip())
-    if ago:
-        return now - dt.timedelta(seconds=int(ago.group(1)) * _UNITS[ago.group(2)])
+    """An ISO 8601 time (UTC unless it says otherwise) or an age, written as machine files write
+    durations: 90s, 15m, 1h30m, 7d ago."""
+    try:
+        return now - dt.timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise fail(
             f"{option} {text!r}: give an ISO time (2030-01-31T12:00:00) or an age (90s, 15m, "
-            "2h, 7d)",
+            "1h30m, 7d)",
             code=2,
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def with_store(url: str | None, work: Callable[[MongoSagaStore], Awaitable[T]]) -> T:
-    """Connect to MongoDB, run `work` on the store, close; connection problems exit 1."""
-    from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415 - light CLI start
-
-    settings = load_settings(mongodb_url=url)
-
-    async def run() -> T:
-        store = await MongoSagaStore.connect(settings.mongodb_url)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except (ConfigurationError, StoreError) as exc:
-        raise fail(str(exc)) from None
 
 
 def _when(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
@@ -274,6 +242,3 @@ def _print_saga(saga: Saga, now: dt.datetime) -> None:
         console.print(outbox)
     else:
         console.print("outbox: empty (every command confirmed by the broker)")
-
-
-app.add_typer(sagas_app, name="sagas")

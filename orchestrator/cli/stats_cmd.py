@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.app import app
-from orchestrator.cli.sagas_cmd import AsJson, MongoUrl, with_store
+from orchestrator.cli.common import AsJson, MongoUrl, with_store
 from orchestrator.core.saga import SagaStatus
 
 if TYPE_CHECKING:

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.app import app
-from orchestrator.cli.common import fail
-from orchestrator.cli.sagas_cmd import AsJson
+from orchestrator.cli.common import AsJson, fail
 from participants_sdk import protocol as p
 from participants_sdk.permissions import Permissions, daemon_permissions, participant_permissions
 from participants_sdk.rabbitmq import retry_exchange

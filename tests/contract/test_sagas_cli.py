@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
+from orchestrator.cli.sagas_cmd import parse_time
 from orchestrator.core.saga import HistoryEntry, SagaStatus
 from orchestrator.testing_services import with_database
 
@@ -175,6 +176,13 @@ def test_show_an_unknown_saga_exits_1_and_says_so(url):
     result = sagawire("sagas", "show", "no-such-saga", "--mongodb-url", url)
     assert result.exit_code == 1
     assert "no saga 'no-such-saga'" in result.stderr
+
+
+def test_an_age_is_written_as_machine_files_write_durations():
+    now = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
+    assert parse_time("1h30m", "--since", now) == now - dt.timedelta(minutes=90)
+    assert parse_time("90s", "--since", now) == now - dt.timedelta(seconds=90)
+    assert parse_time("2030-01-01T10:00:00", "--since", now) == now - dt.timedelta(hours=2)
 
 
 def test_a_bad_time_is_a_usage_error(url):
