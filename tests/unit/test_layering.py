@@ -103,3 +103,87 @@ def test_the_outside_check_sees_a_foreign_import(tmp_path: Path, monkeypatch) ->
         "pkg/m.py imports aio_pika",
         "pkg/m.py imports participants_sdk",
     ]
+
+
+PACKAGES = ("orchestrator", "participants_sdk")
+
+
+def _package_modules(root: Path) -> dict[str, Path]:
+    paths = {}
+    for package in PACKAGES:
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return paths
+
+
+def _imported_names(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + [base] * bool(base))
+            targets.update(
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            )
+    return targets
+
+
+def _owning_module(target: str, known: dict[str, Path]) -> str:
+    while target and target not in known:
+        target = target.rpartition(".")[0]
+    return target
+
+
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the modules of `PACKAGES` it imports (anywhere in it: function bodies and
+    `TYPE_CHECKING` blocks too); `from pkg import sub` counts as importing `pkg.sub`."""
+    known = _package_modules(root)
+    graph = {}
+    for name, path in known.items():
+        owners = {_owning_module(t, known) for t in _imported_names(name, path, known)}
+        graph[name] = {owner for owner in owners if owner and owner != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles: strongly connected groups of more than one module."""
+    found: list[list[str]] = []
+    seen: set[str] = set()
+
+    def reach(start: str) -> set[str]:
+        todo, reached = [start], set()
+        while todo:
+            for nxt in graph[todo.pop()]:
+                if nxt not in reached:
+                    reached.add(nxt)
+                    todo.append(nxt)
+        return reached
+
+    reachable = {name: reach(name) for name in graph}
+    for name in sorted(graph):
+        if name in seen or name not in reachable[name]:
+            continue
+        group = sorted(other for other in reachable[name] if name in reachable[other])
+        seen.update(group)
+        found.append(group)
+    return found
+
+
+def test_no_import_circle_in_the_packages() -> None:
+    assert cycles(module_graph()) == []
+
+
+def test_the_circle_check_sees_a_circle(tmp_path: Path) -> None:
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "orchestrator" / "a.py").write_text("from orchestrator import b\n")
+    (tmp_path / "orchestrator" / "b.py").write_text(
+        "def later():\n    from orchestrator.a import x\n"
+    )
+    assert cycles(module_graph(tmp_path)) == [["orchestrator.a", "orchestrator.b"]]
