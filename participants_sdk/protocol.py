@@ -31,7 +31,7 @@ DEAD_LETTER_EXCHANGE: Final = "sagawire.dlx"
 CONTROL_QUEUE: Final = "sagawire.control"
 CONTROL_ROUTING_KEY: Final = "control"
 
-CONTENT_TYPE_JSON: Final = "application/json"
+CONTENT_TYPE_JSON: Final = _headers.JSON_MEDIA_TYPE
 
 # Headers carried by commands and replies.
 H_MACHINE: Final = "x-sagawire-machine"

@@ -34,22 +34,25 @@ def count_from_confirm(
     """The saga with the deadlines of the steps whose commands (message ids in `confirmed`) the
     broker confirmed at `at` counted from then, if any was confirmed later than its slack; else
     None (the saga stays as it is). The input saga is not modified."""
-    run = Transitions(definition, saga, at)
-
-    def late(pending: PendingStep) -> bool:
-        if pending.waiting != "reply" or _command_id(pending) not in confirmed:
-            return False
-        timeout, _ = run.policy(pending)
-        slack = max(CONFIRM_SLACK_SECONDS, timeout / 10)
-        return (at - pending.sent_at).total_seconds() > slack
-
-    if not any(late(pending) for pending in saga.pending):
+    policies = Transitions(definition, saga, at)
+    late: dict[str, float] = {}  # step -> its timeout
+    for pending in saga.pending:
+        elapsed = (at - pending.sent_at).total_seconds()
+        # Under a second is never late: the common case costs no lookup of the step's policy.
+        if elapsed <= CONFIRM_SLACK_SECONDS or pending.waiting != "reply":
+            continue
+        if _command_id(pending) not in confirmed:
+            continue
+        timeout, _ = policies.policy(pending)
+        if elapsed > max(CONFIRM_SLACK_SECONDS, timeout / 10):
+            late[pending.step] = timeout
+    if not late:
         return None
     run = Transitions(definition, saga.fork(), at)
     for pending in run.saga.pending:
-        if not late(pending):
+        if pending.step not in late:
             continue
-        timeout, _ = run.policy(pending)
+        timeout = late[pending.step]
         delay = (at - pending.sent_at).total_seconds()
         pending.sent_at = at
         pending.deadline = at + dt.timedelta(seconds=timeout)

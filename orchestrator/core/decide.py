@@ -125,7 +125,7 @@ def _on_reply(run: Transitions, reply: StepReply) -> Verdict:
     if pending.phase == "compensation":
         return _compensation_reply(run, pending, reply)
     found = run.definition.step(reply.step)
-    if found is None:  # pragma: no cover - _known_step checked it
+    if found is None:  # pragma: no cover - _misaddressed checked it
         raise KeyError(reply.step)
     state_name, _ = found
     state = run.definition.states[state_name]
@@ -145,9 +145,9 @@ def _misaddressed(run: Transitions, reply: StepReply) -> str | None:
             f"reply names machine {reply.machine!r}, "
             f"but saga {saga.saga_id!r} runs {saga.machine!r}"
         )
-    if not _known_step(run.definition, reply.step):
-        return f"machine {saga.machine} v{saga.machine_version} has no step {reply.step!r}"
     owner = _owner(run.definition, reply.step)
+    if owner is None:
+        return f"machine {saga.machine} v{saga.machine_version} has no step {reply.step!r}"
     if reply.service is not None and reply.service != owner:
         return (
             f"reply to step {reply.step!r} comes from service {reply.service!r}, "
@@ -156,24 +156,15 @@ def _misaddressed(run: Transitions, reply: StepReply) -> str | None:
     return None
 
 
-def _owner(definition: MachineDefinition, step: str) -> str:
-    """The service a known step's command (or compensation) is sent to."""
-    if step.startswith(COMPENSATION_PREFIX):
-        found = definition.step(step.removeprefix(COMPENSATION_PREFIX))
-        if found is None or found[1].compensation is None:  # pragma: no cover - checked before
-            raise KeyError(step)
-        return found[1].compensation.service
-    found = definition.step(step)
-    if found is None:  # pragma: no cover - _known_step checked it
-        raise KeyError(step)
-    return found[1].command.service
-
-
-def _known_step(definition: MachineDefinition, step: str) -> bool:
-    if step.startswith(COMPENSATION_PREFIX):
-        found = definition.step(step.removeprefix(COMPENSATION_PREFIX))
-        return found is not None and found[1].compensation is not None
-    return definition.step(step) is not None
+def _owner(definition: MachineDefinition, step: str) -> str | None:
+    """The service a step's command (or compensation) is sent to; None for no such step."""
+    found = definition.step(step.removeprefix(COMPENSATION_PREFIX))
+    if found is None:
+        return None
+    if not step.startswith(COMPENSATION_PREFIX):
+        return found[1].command.service
+    compensation = found[1].compensation
+    return None if compensation is None else compensation.service
 
 
 def _not_pending(saga: Saga, reply: StepReply, pending: PendingStep | None) -> Verdict:
