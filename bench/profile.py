@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench.sagawire import ROOT, Rig
-from orchestrator.testing_services import service_urls
+from tests.services import service_urls
 
 _OURS = {
     path.name

@@ -31,12 +31,12 @@ from orchestrator.adapters.mongo.documents import to_document
 from orchestrator.adapters.rabbitmq import RabbitBroker
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.machines import load_machines
 from orchestrator.core.messages import StartSaga, StepReply
 from orchestrator.core.saga import Saga
 from orchestrator.demo.participants import example_order
-from orchestrator.machines import load_machines
 from orchestrator.runtime.wire import command_message
-from orchestrator.testing_services import service_urls
+from tests.services import service_urls
 
 T = TypeVar("T")
 TEMPLATE_ID = "restart-00000000"

@@ -35,7 +35,7 @@ from typing import Any
 from bench.common import cpu_seconds, minus_cpu, server_cpu_seconds, wait_until_servers_quiet
 from bench.restart import restart
 from bench.sagawire import ROOT, Rig, patient_machines
-from orchestrator.testing_services import service_urls
+from tests.services import service_urls
 
 LEVELS = (0.25, 0.5, 0.75, 0.9)
 

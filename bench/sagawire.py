@@ -37,7 +37,7 @@ from bench.common import (
     server_cpu_seconds,
 )
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.testing_backends import delete_queues, topology_queues
+from orchestrator.testing.backends import delete_queues, topology_queues
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINES = ROOT / "machines" / "order.yaml"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.core.decide import decide
+from orchestrator.core.machines import load_machines
 from orchestrator.core.messages import StartSaga
 from orchestrator.core.saga import Saga
 from orchestrator.demo.participants import example_order
-from orchestrator.machines import load_machines
 
 ORDER = Path(__file__).resolve().parents[1] / "machines" / "order.yaml"
 SAVES_PER_SAGA = 4

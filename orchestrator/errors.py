@@ -12,8 +12,8 @@
     │   ├── SagaExists           a saga with this id is stored already
     │   └── StoreRefused         the server refused the document itself: retrying cannot help
     ├── InvalidMessage           a message that can never be read [runtime.wire]
-    ├── UnknownMachine           no such machine or version is registered; a KeyError [machines]
-    ├── MachinePaused            a start of a machine an operator paused [pauses]
+    ├── UnknownMachine           no such machine or version registered; a KeyError [core.machines]
+    ├── MachinePaused            a start of a machine an operator paused [core.pauses]
     ├── UnknownSaga              a message for a saga that is not stored [runtime.actor]
     └── ConflictStorm            version conflicts without end on one saga [runtime.actor]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol
 
+from orchestrator.core.pauses import MachinePause
 from orchestrator.core.saga import Saga
-from orchestrator.pauses import MachinePause
 from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
 
 __all__ = ["Broker", "Clock", "Delivery", "DeliveryHandler", "SagaStore", "Subscription"]

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from orchestrator.testing_services import ServicesUnavailable, ServiceUrls, service_urls
+from tests.services import ServicesUnavailable, ServiceUrls, service_urls
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def urls() -> ServiceUrls:
-    """The test servers (see orchestrator.testing_services): a test without them fails."""
+    """The test servers (see tests.services): a test without them fails."""
     try:
         return service_urls(REPO)
     except ServicesUnavailable as exc:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from orchestrator.core.pauses import MachinePause
 from orchestrator.core.saga import Saga
 from orchestrator.errors import SagaExists, StoreError, VersionConflict
-from orchestrator.pauses import MachinePause
 from participants_sdk.memory import MemoryBroker
 
 __all__ = ["MemoryBroker", "MemorySagaStore"]

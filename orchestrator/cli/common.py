@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from orchestrator.core.machines import MachineRegistry, load_machines
 from orchestrator.errors import ConfigurationError, DefinitionError, StoreError
 from orchestrator.logs import redact
-from orchestrator.machines import MachineRegistry, load_machines
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:

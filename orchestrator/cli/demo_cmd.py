@@ -16,10 +16,10 @@ from rich.table import Table
 
 from orchestrator.cli.app import app
 from orchestrator.cli.common import load_registry
+from orchestrator.core.machines import MachineRegistry
 from orchestrator.demo.run import DEMO_MACHINE, DemoReport, run_demo, server_infra
 from orchestrator.errors import ConfigurationError
 from orchestrator.logs import redact
-from orchestrator.machines import MachineRegistry
 from participants_sdk.errors import BrokerError
 
 PACKAGED_MACHINES = Path(__file__).resolve().parents[2] / "machines"

@@ -18,7 +18,7 @@ from orchestrator.cli.app import app
 from orchestrator.cli.common import fail, load_registry, with_store
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.diagram import FORMATS, render
-from orchestrator.machines import MachineRegistry, UnknownMachine
+from orchestrator.core.machines import MachineRegistry, UnknownMachine
 
 if TYPE_CHECKING:
     from orchestrator.adapters.mongo import MongoSagaStore

@@ -1,1 +1,1 @@
-"""The pure decision core: definitions, saga state and `decide()`. No I/O imports here."""
+"""The pure decision core: definitions and machine files, saga state, `decide()`. No I/O imports."""

@@ -17,8 +17,8 @@ from orchestrator.adapters.memory import MemorySagaStore
 from orchestrator.adapters.mongo import MongoSagaStore
 from orchestrator.adapters.rabbitmq import RabbitBroker
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.machines import MachineRegistry, load_machines
 from orchestrator.daemon.http import HealthServer, health_routes
-from orchestrator.machines import MachineRegistry, load_machines
 from orchestrator.ports import SagaStore
 from orchestrator.runtime.system import ActorSystem
 from orchestrator.settings import Settings

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrator.adapters.memory import MemoryBroker, MemorySagaStore
+from orchestrator.core.machines import MachineRegistry
 from orchestrator.core.messages import Decision
 from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.demo.participants import FAILING_SERVICES, FaultPlan, Ledger, demo_services
-from orchestrator.machines import MachineRegistry
 from orchestrator.ports import Broker, SagaStore
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
 from participants_sdk.control import SagaClient

@@ -12,10 +12,10 @@ from typing import Final
 
 import structlog
 
+from orchestrator.core.machines import UnknownMachine
 from orchestrator.core.messages import Decision, Disposition, Message
+from orchestrator.core.pauses import MachinePaused
 from orchestrator.errors import RuntimeStopped, StoreRefused
-from orchestrator.machines import UnknownMachine
-from orchestrator.pauses import MachinePaused
 from orchestrator.ports import Delivery
 from orchestrator.runtime.actor import UnknownSaga
 from orchestrator.runtime.stats import RuntimeStats

@@ -20,11 +20,11 @@ from typing import Any, Self
 import structlog
 
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.machines import MachineRegistry
 from orchestrator.core.messages import Decision, Disposition, Message, StartSaga, TimerFired
+from orchestrator.core.pauses import MachinePause, MachinePaused
 from orchestrator.core.saga import Saga
 from orchestrator.errors import RuntimeStopped, StartRefused
-from orchestrator.machines import MachineRegistry
-from orchestrator.pauses import MachinePause, MachinePaused
 from orchestrator.ports import Broker, Clock, SagaStore, Subscription
 from orchestrator.runtime.actor import ActorContext, SagaActor, UnknownSaga
 from orchestrator.runtime.clock import SystemClock

@@ -16,17 +16,17 @@ from typing import Any
 import aio_pika
 import pytest
 
-from orchestrator.testing_services import ServicesUnavailable, service_urls
 from participants_sdk import protocol as p
 from participants_sdk.memory import MemoryBroker, MemoryConnection
 from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker, delay_queue
 from participants_sdk.transport import Broker, Delivery
+from tests.services import ServicesUnavailable, service_urls
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def amqp_url() -> str:
-    """The test broker's URL (see orchestrator.testing_services); fails, never skips."""
+    """The test broker's URL (see tests.services); fails, never skips."""
     try:
         return service_urls(ROOT).amqp
     except ServicesUnavailable as exc:

@@ -26,7 +26,7 @@ from orchestrator.core.saga import (
     Saga,
     SagaStatus,
 )
-from orchestrator.testing_services import ServiceUrls
+from tests.services import ServiceUrls
 
 # Millisecond precision: what MongoDB keeps.
 T0 = dt.datetime(2030, 1, 1, 12, 0, 0, 123_000, tzinfo=dt.UTC)

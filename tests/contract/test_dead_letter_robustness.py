@@ -26,16 +26,16 @@ from pamqp.exceptions import UnmarshalingException
 
 from orchestrator.adapters import rabbit_dlq as d
 from orchestrator.adapters.memory import MemorySagaStore
+from orchestrator.core.machines import MachineRegistry
 from orchestrator.daemon.metrics import metrics_registry, render
-from orchestrator.machines import MachineRegistry
 from orchestrator.runtime.system import ActorSystem
-from orchestrator.testing_services import own_vhost
 from participants_sdk import _rabbit_letters as letters
 from participants_sdk import protocol as p
 from participants_sdk.headers import MAX_REASON_BYTES
 from participants_sdk.memory import MemoryBroker
 from participants_sdk.rabbitmq import RabbitBroker
 from participants_sdk.transport import Delivery
+from tests.services import own_vhost
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "robust"

@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 from orchestrator.adapters import rabbit_dlq as d
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
+from orchestrator.core.machines import load_machines
 from orchestrator.core.saga import SagaStatus
 from orchestrator.demo.participants import DemoShop, FaultPlan, Ledger
 from orchestrator.demo.participants import example_order as order
-from orchestrator.machines import load_machines
 from orchestrator.testing import SagaHarness
-from orchestrator.testing_backends import RabbitMongoBackend
-from orchestrator.testing_services import own_vhost
+from orchestrator.testing.backends import RabbitMongoBackend
+from tests.services import own_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo]
 

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from broker_support import Recorder, amqp_url, unique
 
-from orchestrator.testing_backends import RabbitMongoBackend, delete_queues, topology_queues
+from orchestrator.testing.backends import RabbitMongoBackend, delete_queues, topology_queues
 from participants_sdk import protocol as p
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.rabbitmq, pytest.mark.mongo]

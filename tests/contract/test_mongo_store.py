@@ -15,6 +15,7 @@ from orchestrator.adapters.mongo.documents import SAGA_INDEXES
 from orchestrator.adapters.mongo.marks import MARK_DELAY, QueuedMark
 from orchestrator.core.conditions import ConditionTypeError
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.machines import MachineRegistry, load_machines
 from orchestrator.core.saga import SagaStatus
 from orchestrator.errors import (
     ConfigurationError,
@@ -23,7 +24,6 @@ from orchestrator.errors import (
     StoreError,
     VersionConflict,
 )
-from orchestrator.machines import MachineRegistry, load_machines
 
 MACHINES = Path(__file__).resolve().parents[2] / "machines"
 

@@ -14,14 +14,14 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
+from orchestrator.core.machines import load_machines
 from orchestrator.core.saga import SagaStatus
 from orchestrator.demo.participants import example_order as order
-from orchestrator.machines import load_machines
 from orchestrator.runtime.clock import ManualClock
 from orchestrator.runtime.system import RuntimeSettings
 from orchestrator.testing import SagaHarness, ScriptedService
-from orchestrator.testing_backends import RabbitMongoBackend
-from orchestrator.testing_services import own_vhost, with_database
+from orchestrator.testing.backends import RabbitMongoBackend
+from tests.services import own_vhost, with_database
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.mongo, pytest.mark.asyncio]
 

@@ -24,7 +24,6 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
-from orchestrator.testing_services import own_vhost, rabbitmqctl
 from participants_sdk import (
     AccessRefused,
     CommandContext,
@@ -47,6 +46,7 @@ from participants_sdk.protocol import (
     dead_letter_queue,
     reply_queue,
 )
+from tests.services import own_vhost, rabbitmqctl
 
 pytestmark = [pytest.mark.rabbitmq]
 

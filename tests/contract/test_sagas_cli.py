@@ -17,7 +17,7 @@ from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
 from orchestrator.cli.sagas_cmd import parse_time
 from orchestrator.core.saga import HistoryEntry, SagaStatus
-from orchestrator.testing_services import with_database
+from tests.services import with_database
 
 pytestmark = pytest.mark.mongo
 

@@ -1,7 +1,7 @@
 """Fixtures for the end-to-end tests: servers, a database per test, a clean broker, processes.
 
-The servers come from `orchestrator.testing_services.service_urls()`: a test that finds none
-fails with what to do, it never skips. MongoDB gets a database per test, dropped after.
+The servers come from `tests.services.service_urls()`: a test that finds none fails with what
+to do, it never skips. MongoDB gets a database per test, dropped after.
 
 RabbitMQ's queue names are fixed by the wire protocol, so two runs on one virtual host share
 queues: one's daemon takes the other's replies (and dead-letters them as unknown sagas), one's
@@ -27,7 +27,7 @@ from e2e_processes import REPO, SERVICES, ProcessGroup
 from pymongo.errors import PyMongoError
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.testing_services import ServiceUrls, own_vhost, with_database
+from tests.services import ServiceUrls, own_vhost, with_database
 
 SERVICES_SCRIPT = REPO / "scripts" / "services.sh"
 QUIET_PROBE = "e2e_quiet_probe"

@@ -15,7 +15,7 @@ import aio_pika
 from e2e_processes import SERVICES
 
 from orchestrator.demo.participants import example_order
-from orchestrator.testing_backends import delete_queues, topology_queues
+from orchestrator.testing.backends import delete_queues, topology_queues
 from participants_sdk import protocol as p
 from participants_sdk.control import SagaClient
 from participants_sdk.rabbitmq import RabbitBroker

@@ -43,9 +43,9 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from orchestrator.adapters import rabbit_dlq
-from orchestrator.testing_services import rabbitmqctl
 from participants_sdk import protocol as p
 from tests.contract import amqp_raw as raw
+from tests.services import rabbitmqctl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 

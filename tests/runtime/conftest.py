@@ -1,5 +1,5 @@
 """Fixtures for the runtime suite: every test runs on the memory adapters and on a real
-RabbitMQ and MongoDB (the servers of `orchestrator.testing_services`: it fails, never skips).
+RabbitMQ and MongoDB (the servers of `tests.services`: it fails, never skips).
 
 On the local node of `make services` the suite gets a virtual host of its own; each harness
 deletes its topology's queues before it starts and gets a MongoDB database of its own.
@@ -16,11 +16,11 @@ import pytest
 import pytest_asyncio
 from runtime_support import scripted, serve_shop
 
+from orchestrator.core.machines import MachineRegistry, load_machines
 from orchestrator.demo.participants import FaultPlan, Ledger
-from orchestrator.machines import MachineRegistry, load_machines
 from orchestrator.testing import SagaHarness, ScriptedService
-from orchestrator.testing_backends import HarnessBackend, MemoryBackend, RabbitMongoBackend
-from orchestrator.testing_services import (
+from orchestrator.testing.backends import HarnessBackend, MemoryBackend, RabbitMongoBackend
+from tests.services import (
     ServiceUrls,
     own_vhost,
 )

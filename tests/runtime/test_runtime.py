@@ -251,7 +251,7 @@ async def test_live_actor_cap_applies_backpressure(make_harness) -> None:
 
 async def test_running_saga_keeps_its_machine_version(harness, manual, registry) -> None:
     from orchestrator.core.definition import MachineDefinition  # noqa: PLC0415
-    from orchestrator.machines import MachineRegistry  # noqa: PLC0415
+    from orchestrator.core.machines import MachineRegistry  # noqa: PLC0415
 
     await harness.start("order", order("o-8"), "o-8")
     command = await manual["payment"].next_command()
@@ -281,7 +281,7 @@ async def test_running_saga_keeps_its_machine_version(harness, manual, registry)
 
 
 async def test_a_paused_machine_refuses_new_sagas_while_running_ones_go_on(make_harness) -> None:
-    from orchestrator.pauses import MachinePaused  # noqa: PLC0415
+    from orchestrator.core.pauses import MachinePaused  # noqa: PLC0415
 
     settings = RuntimeSettings(sweep_interval=60.0, pauses_read_every=0.0)
     async with make_harness(settings=settings) as h:

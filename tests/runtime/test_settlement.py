@@ -11,10 +11,10 @@ import datetime as dt
 import pytest
 
 from orchestrator.adapters.memory import MemorySagaStore
+from orchestrator.core.machines import MachineRegistry, UnknownMachine
 from orchestrator.core.messages import TimerFired
+from orchestrator.core.pauses import MachinePause, MachinePaused
 from orchestrator.errors import RuntimeStopped, SagawireError, StoreRefused
-from orchestrator.machines import MachineRegistry, UnknownMachine
-from orchestrator.pauses import MachinePause, MachinePaused
 from orchestrator.runtime.actor import UnknownSaga
 from orchestrator.runtime.deliveries import NOT_RETRIED, REQUEUE, Deliveries
 from orchestrator.runtime.stats import RuntimeStats

@@ -10,10 +10,10 @@ import pytest
 from orchestrator.core.confirm import CONFIRM_SLACK_SECONDS, count_from_confirm
 from orchestrator.core.decide import decide
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.machines import load_machines
 from orchestrator.core.messages import StartSaga, TimerFired
 from orchestrator.core.saga import Saga
 from orchestrator.demo.participants import example_order
-from orchestrator.machines import load_machines
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 ORDER = load_machines(Path(__file__).resolve().parents[2] / "machines").latest("order")

@@ -14,15 +14,15 @@ from orchestrator.core.definition import (
     TaskState,
     render_template,
 )
-from orchestrator.core.validation import validate_definition
-from orchestrator.core.yaml_source import load_documents
-from orchestrator.errors import DefinitionError
-from orchestrator.machines import (
+from orchestrator.core.machines import (
     MachineRegistry,
     UnknownMachine,
     load_machine_file,
     load_machines,
 )
+from orchestrator.core.validation import validate_definition
+from orchestrator.core.yaml_source import load_documents
+from orchestrator.errors import DefinitionError
 
 MACHINES = Path(__file__).resolve().parents[2] / "machines"
 

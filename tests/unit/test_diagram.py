@@ -14,7 +14,7 @@ from orchestrator.cli.app import app
 from orchestrator.core.conditions import Condition
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.diagram import describe_condition, dot, duration, mermaid, render
-from orchestrator.machines import load_machines
+from orchestrator.core.machines import load_machines
 
 MACHINES = Path(__file__).resolve().parents[2] / "machines"
 

@@ -63,7 +63,9 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
 CORE_MAY_IMPORT = (
     "orchestrator.core",
     "pydantic",  # the definitions' and the saga's models
-    "yaml",  # machine files are parsed (never loaded from disk) in the core
+    "pydantic_core",  # the error details of a definition that fails to validate
+    "orchestrator.errors",  # the exception hierarchy: imports nothing (checked below)
+    "yaml",  # machine files are parsed in the core (core.machines reads them, no other I/O)
     # The wire contract the core speaks: pure, no I/O.
     "participants_sdk.protocol",
     "participants_sdk.headers",
@@ -86,6 +88,16 @@ def outside(folder: str, allowed: tuple[str, ...]) -> list[str]:
 
 def test_the_core_imports_only_itself_the_standard_library_and_the_wire_contract() -> None:
     assert outside("orchestrator/core", CORE_MAY_IMPORT) == []
+
+
+def test_the_exceptions_the_core_raises_import_only_the_standard_library() -> None:
+    path = ROOT / "orchestrator" / "errors.py"
+    foreign = [
+        module
+        for module in sorted(imported_modules(path))
+        if module.partition(".")[0] not in {*sys.stdlib_module_names, "__future__"}
+    ]
+    assert foreign == []
 
 
 def test_the_sdk_never_imports_the_orchestrator() -> None:

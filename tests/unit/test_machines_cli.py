@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 # depend on this command alone; test_commands_module_registers_machines covers the real wiring.
 import orchestrator.cli.machines_cmd  # noqa: F401
 from orchestrator.cli.app import app
-from orchestrator.machines import load_machines
+from orchestrator.core.machines import load_machines
 
 MACHINES = Path(__file__).resolve().parents[2] / "machines"
 

@@ -19,8 +19,8 @@ from pymongo.errors import DuplicateKeyError
 from orchestrator.adapters.mongo.documents import Document
 from orchestrator.core.conditions import STORED_SNAPSHOT
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.machines import MachineRegistry
 from orchestrator.errors import DefinitionChanged, DefinitionError
-from orchestrator.machines import MachineRegistry
 
 
 def snapshot_id(name: str, version: int) -> str:

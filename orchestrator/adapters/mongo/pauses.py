@@ -7,7 +7,7 @@ import datetime as dt
 from pymongo.asynchronous.collection import AsyncCollection
 
 from orchestrator.adapters.mongo.documents import Document, store_errors
-from orchestrator.pauses import MachinePause
+from orchestrator.core.pauses import MachinePause
 
 
 async def pause(

@@ -41,10 +41,10 @@ from orchestrator.adapters.mongo.ferretdb import ProjectionChecks, VersionClaims
 from orchestrator.adapters.mongo.marks import MarkQueue
 from orchestrator.adapters.mongo.queries import SagaQueries
 from orchestrator.core.definition import MachineDefinition
+from orchestrator.core.machines import MachineRegistry
+from orchestrator.core.pauses import MachinePause
 from orchestrator.core.saga import Saga
 from orchestrator.errors import SagaExists, StoreError, VersionConflict
-from orchestrator.machines import MachineRegistry
-from orchestrator.pauses import MachinePause
 
 log = structlog.get_logger("sagawire.store")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import testing_services as ts
+from tests import services as ts
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,8 @@ and no publish awaiting its confirm on any of its connections, twice in a row. E
 the test goes through the backend's connections, so nothing else puts messages in those queues.
 
 The queue names are fixed by the wire protocol, so a backend first deletes every queue of the
-topology of its services; give each test run a virtual host of its own when others share the
-broker (see `orchestrator.testing_services.local_vhost`). MongoDB gets a database per backend,
-dropped at `close()`.
+topology of its services; when others share the broker, give each test run a virtual host of
+its own (named in `amqp_url`). MongoDB gets a database per backend, dropped at `close()`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
         assert (await h.saga("o-1")).status is SagaStatus.SUCCEEDED
 
 By default it runs on the memory broker and store; `backend=RabbitMongoBackend(amqp, mongodb)`
-runs the same test on a real RabbitMQ and MongoDB (see `orchestrator.testing_backends`).
+runs the same test on a real RabbitMQ and MongoDB (see `orchestrator.testing.backends`).
 Services are attached with `h.serve(participant)`; `h.crash()` throws the runtime away as a
 crash would (unsettled deliveries go back to their queues) and `h.rebuild()` starts a new one on
 the same store and broker.
@@ -19,12 +19,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Self
 
+from orchestrator.core.machines import MachineRegistry
 from orchestrator.core.saga import Saga
-from orchestrator.machines import MachineRegistry
 from orchestrator.ports import SagaStore
 from orchestrator.runtime.clock import ManualClock
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
-from orchestrator.testing_backends import HarnessBackend, MemoryBackend
+from orchestrator.testing.backends import HarnessBackend, MemoryBackend
 from participants_sdk import Participant, protocol
 from participants_sdk.transport import Broker, Delivery
 
