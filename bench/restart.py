@@ -35,7 +35,7 @@ from orchestrator.core.machines import load_machines
 from orchestrator.core.messages import StartSaga, StepReply
 from orchestrator.core.saga import Saga
 from orchestrator.demo.participants import example_order
-from orchestrator.runtime.wire import command_message
+from orchestrator.runtime.codec import command_message
 from tests.services import service_urls
 
 T = TypeVar("T")

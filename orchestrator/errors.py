@@ -11,7 +11,7 @@
     │   ├── VersionConflict      another writer saved the saga first; reload and decide again
     │   ├── SagaExists           a saga with this id is stored already
     │   └── StoreRefused         the server refused the document itself: retrying cannot help
-    ├── InvalidMessage           a message that can never be read [runtime.wire]
+    ├── InvalidMessage           a message that can never be read [runtime.codec]
     ├── UnknownMachine           no such machine or version registered; a KeyError [core.machines]
     ├── MachinePaused            a start of a machine an operator paused [core.pauses]
     ├── UnknownSaga              a message for a saga that is not stored [runtime.actor]

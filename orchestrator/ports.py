@@ -1,6 +1,7 @@
 """The ports the runtime depends on. Adapters implement them; the runtime knows nothing else.
 
-- `Broker` (from `participants_sdk.transport`): publish with confirms, consume with settling.
+- `Broker`: the participant SDK's broker (publish with confirms, consume with settling), which
+  also declares the topology of every service the machines name.
 - `SagaStore`: versioned saga documents with their outbox and deadline; paused machines.
 - `Clock`: wall time and sleeping, so that tests can move time by hand.
 """
@@ -8,13 +9,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Protocol
 
 from orchestrator.core.pauses import MachinePause
 from orchestrator.core.saga import Saga
-from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
+from participants_sdk import transport
+from participants_sdk.transport import Delivery, DeliveryHandler, Subscription
 
 __all__ = ["Broker", "Clock", "Delivery", "DeliveryHandler", "SagaStore", "Subscription"]
+
+
+class Broker(transport.Broker, Protocol):
+    async def declare_topology(self, services: Iterable[str]) -> None:
+        """Declare the exchanges, the control queue, and each service's queues with their DLQs.
+
+        Idempotent: declaring what exists already changes nothing.
+        """
 
 
 class Clock(Protocol):

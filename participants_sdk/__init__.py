@@ -1,61 +1,39 @@
-"""Sagawire participant SDK."""
+"""Sagawire participant SDK: serve a service's commands, start sagas.
 
-from participants_sdk.control import OperatorCommand, SagaClient, StartRequest
+    payments = Participant("payment")
+
+    @payments.command_handler("execute_payment")
+    async def execute_payment(cmd: ExecutePayment, ctx: CommandContext) -> PaymentExecuted: ...
+
+    broker = await RabbitBroker.connect("amqp://guest:guest@localhost:5672/")
+    async with payments.serve(broker):
+        ...
+
+The exceptions (`participants_sdk.errors`) and the wire protocol (`participants_sdk.protocol`)
+have modules of their own.
+"""
+
 from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
-from participants_sdk.errors import (
-    AccessRefused,
-    AlreadySettledError,
-    BrokerClosed,
-    BrokerError,
-    BrokerUnreachable,
-    DuplicateHandlerError,
-    HandlerSignatureError,
-    NotConfirmed,
-    ParticipantError,
-    Reject,
-    RetryLater,
-    TopologyError,
-    Unroutable,
-)
+from participants_sdk.errors import BrokerError, ParticipantError, Reject, RetryLater
 from participants_sdk.gc_tuning import tune_gc
-from participants_sdk.memory import MemoryBroker, MemoryConnection, MemoryDelivery
-from participants_sdk.participant import CommandContext, Participant, event_name_of
-from participants_sdk.protocol import BodyError, WireMessage
+from participants_sdk.handlers import CommandContext
+from participants_sdk.memory import MemoryBroker
+from participants_sdk.participant import Participant
 from participants_sdk.rabbitmq import RabbitBroker
-from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
+from participants_sdk.saga_client import SagaClient
 
 __all__ = [
-    "AccessRefused",
-    "AlreadySettledError",
-    "BodyError",
-    "Broker",
-    "BrokerClosed",
     "BrokerError",
-    "BrokerUnreachable",
     "CommandContext",
     "DedupeStore",
-    "Delivery",
-    "DeliveryHandler",
-    "DuplicateHandlerError",
-    "HandlerSignatureError",
     "MemoryBroker",
-    "MemoryConnection",
     "MemoryDedupeStore",
-    "MemoryDelivery",
-    "NotConfirmed",
-    "OperatorCommand",
     "Participant",
     "ParticipantError",
     "RabbitBroker",
     "Reject",
     "RetryLater",
     "SagaClient",
-    "StartRequest",
     "StoredReply",
-    "Subscription",
-    "TopologyError",
-    "Unroutable",
-    "WireMessage",
-    "event_name_of",
     "tune_gc",
 ]

@@ -23,7 +23,7 @@ aiormq gives no hook into its frame reader, so `install()` wraps two functions o
   is handled as any other.
 
 A frame too short for its fixed fields is still an error of the connection, as before.
-Installed when `participants_sdk._rabbit_topology` is imported. A pamqp without these functions,
+Installed when `participants_sdk.amqp` is imported. A pamqp without these functions,
 or whose `unmarshal` no longer goes through them, fails that import with an `ImportError`
 rather than leaving every consumer exposed again.
 """
@@ -39,7 +39,7 @@ from pamqp import base, decode, header
 from pamqp.commands import Basic
 from pamqp.exceptions import UnmarshalingException
 
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 from participants_sdk.headers import bounded
 
 _HEADER_READER: Final = "_unmarshal_header_frame"
@@ -67,7 +67,9 @@ class _LenientHeaders:
                 raise
             class_id, weight, body_size = _FIXED_PART.unpack_from(frame_data)
             content = header.ContentHeader(
-                weight, body_size, Basic.Properties(headers={p.H_UNREADABLE_PROPERTIES: _why(exc)})
+                weight,
+                body_size,
+                Basic.Properties(headers={protocol.H_UNREADABLE_PROPERTIES: _why(exc)}),
             )
             content.class_id = class_id
             return content
@@ -126,7 +128,7 @@ def _why(exc: Exception) -> str:
 
 def unreadable(headers: dict[str, object]) -> str | None:
     """The reason a delivery's properties could not be decoded, or None when they were."""
-    reason = headers.get(p.H_UNREADABLE_PROPERTIES)
+    reason = headers.get(protocol.H_UNREADABLE_PROPERTIES)
     if reason is None:
         return None
     return bounded(str(reason), MAX_UNREADABLE_REASON_BYTES)
@@ -157,7 +159,7 @@ def _works() -> bool:
     return (
         isinstance(header_frame, header.ContentHeader)
         and isinstance(header_frame.properties.headers, dict)
-        and p.H_UNREADABLE_PROPERTIES in header_frame.properties.headers
+        and protocol.H_UNREADABLE_PROPERTIES in header_frame.properties.headers
         and isinstance(method_frame, Basic.Deliver)
         and method_frame.routing_key == "k\ufffd"
     )

@@ -21,8 +21,7 @@ from typing import Final
 
 from pamqp import encode
 
-from participants_sdk import _rabbit_topology as t
-from participants_sdk import protocol as p
+from participants_sdk import amqp, protocol
 from participants_sdk.headers import MAX_REASON_BYTES, bounded
 
 PROPERTIES_BUDGET: Final = 64 * 1024
@@ -35,7 +34,7 @@ MAX_ORIGIN_BYTES: Final = 255
 """An exchange name or routing key is a shortstr: anything longer was never a real one."""
 MAX_ERROR_BYTES: Final = 200
 """pamqp's encode errors quote the whole value: only this much of one goes into a log line."""
-_OURS: Final = ("x-sagawire-", p.H_TRACEPARENT)
+_OURS: Final = ("x-sagawire-", protocol.H_TRACEPARENT)
 
 
 class Unsendable(ValueError):
@@ -44,7 +43,7 @@ class Unsendable(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Letter:
-    message: p.WireMessage
+    message: protocol.WireMessage
     dropped: tuple[str, ...] = ()
     """Names of the original headers left out (a minimal letter)."""
     why: str | None = None
@@ -64,40 +63,43 @@ def short(exc: BaseException) -> str:
     return bounded(f"{type(exc).__name__}: {exc}", MAX_ERROR_BYTES)
 
 
-def _encoded_size(message: p.WireMessage) -> int:
+def _encoded_size(message: protocol.WireMessage) -> int:
     try:
-        return len(t.amqp_properties(message).marshal())
+        return len(amqp.amqp_properties(message).marshal())
     except Exception as exc:  # noqa: BLE001 - TypeError, OverflowError, RecursionError...
         raise Unsendable(f"its properties cannot be encoded again ({short(exc)})") from None
 
 
-def check(message: p.WireMessage, limit: int) -> None:
+def check(message: protocol.WireMessage, limit: int) -> None:
     """Raise `Unsendable` unless `message`'s properties encode within `limit` bytes."""
     size = _encoded_size(message)
     if size > limit:
         raise Unsendable(f"its properties take {size} bytes encoded, over the {limit} allowed")
 
 
-def check_retry(message: p.WireMessage, limit: int) -> None:
+def check_retry(message: protocol.WireMessage, limit: int) -> None:
     """`check` for a retry copy, with the headers `publish_later` adds to it."""
     check(
         message.with_headers(
-            **{t.H_DELAYED_EXCHANGE: message.exchange, t.H_DELAYED_ROUTING_KEY: message.routing_key}
+            **{
+                amqp.H_DELAYED_EXCHANGE: message.exchange,
+                amqp.H_DELAYED_ROUTING_KEY: message.routing_key,
+            }
         ),
         limit,
     )
 
 
-def dead_letter(message: p.WireMessage, reason: str, queue: str, limit: int) -> Letter:
+def dead_letter(message: protocol.WireMessage, reason: str, queue: str, limit: int) -> Letter:
     """The dead letter of `message` from `queue`: full if it can be sent, else minimal.
 
     `Unsendable` when not even the minimal one can be (its other properties cannot be encoded).
     """
     ours = {
-        p.H_DEAD_LETTER_REASON: bounded(reason),
-        p.H_DEAD_LETTER_QUEUE: queue,
-        p.H_ORIGINAL_EXCHANGE: bounded(message.exchange, MAX_ORIGIN_BYTES),
-        p.H_ORIGINAL_ROUTING_KEY: bounded(message.routing_key, MAX_ORIGIN_BYTES),
+        protocol.H_DEAD_LETTER_REASON: bounded(reason),
+        protocol.H_DEAD_LETTER_QUEUE: queue,
+        protocol.H_ORIGINAL_EXCHANGE: bounded(message.exchange, MAX_ORIGIN_BYTES),
+        protocol.H_ORIGINAL_ROUTING_KEY: bounded(message.routing_key, MAX_ORIGIN_BYTES),
     }
     full = message.with_headers(**ours)
     try:
@@ -107,10 +109,10 @@ def dead_letter(message: p.WireMessage, reason: str, queue: str, limit: int) -> 
     return Letter(full)
 
 
-def _minimal(message: p.WireMessage, ours: dict[str, str], limit: int, why: str) -> Letter:
+def _minimal(message: protocol.WireMessage, ours: dict[str, str], limit: int, why: str) -> Letter:
     room_for_names = "x" * MAX_REASON_BYTES  # the longest list of dropped names there can be
     base = dataclasses.replace(
-        message, headers={**ours, p.H_DEAD_LETTER_DROPPED_HEADERS: room_for_names}
+        message, headers={**ours, protocol.H_DEAD_LETTER_DROPPED_HEADERS: room_for_names}
     )
     room = limit - _encoded_size(base)
     dropped: list[str] = []
@@ -133,7 +135,7 @@ def _minimal(message: p.WireMessage, ours: dict[str, str], limit: int, why: str)
     headers = {**kept, **ours}
     names = tuple(sorted(dropped))
     if names:
-        headers[p.H_DEAD_LETTER_DROPPED_HEADERS] = bounded(", ".join(names))
+        headers[protocol.H_DEAD_LETTER_DROPPED_HEADERS] = bounded(", ".join(names))
     letter = dataclasses.replace(message, headers=headers)
     check(letter, limit)
     return Letter(letter, names, why)

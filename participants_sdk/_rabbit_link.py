@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 
-from participants_sdk import _rabbit_topology as t
+from participants_sdk import amqp
 
 if TYPE_CHECKING:
     import aiormq.abc
@@ -71,6 +71,6 @@ class Link:
 
 async def close_connection(connection: AbstractConnection, timeout: float) -> None:  # noqa: ASYNC109 - see Link.close
     """Close, giving up after `timeout` seconds: a dead peer does not answer `connection.close`."""
-    with contextlib.suppress(*t.AMQP_ERRORS, TimeoutError):
+    with contextlib.suppress(*amqp.AMQP_ERRORS, TimeoutError):
         async with asyncio.timeout(timeout):
             await connection.close()

@@ -11,14 +11,9 @@ database, written in the same transaction as the effect when it can be).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,31 +56,3 @@ class MemoryDedupeStore:
         self._replies.move_to_end(key)
         while len(self._replies) > self.max_entries:
             self._replies.popitem(last=False)
-
-
-@dataclasses.dataclass(eq=False)
-class _Held:
-    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class KeyedLocks:
-    """One asyncio lock per key, dropped once nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._held: dict[str, _Held] = {}
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        held = self._held.setdefault(key, _Held())
-        held.users += 1
-        try:
-            async with held.lock:
-                yield
-        finally:
-            held.users -= 1
-            if held.users == 0:
-                del self._held[key]

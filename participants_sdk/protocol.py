@@ -59,6 +59,20 @@ H_DEAD_LETTER_DROPPED_HEADERS: Final = "x-sagawire-dead-letter-dropped-headers"
 H_UNREADABLE_PROPERTIES: Final = "x-sagawire-unreadable-properties"
 H_REPLAY_COUNT: Final = "x-sagawire-replay-count"
 
+REPLY_COPIES: Final = (
+    H_MACHINE,
+    H_VERSION,
+    H_STEP,
+    H_VISIT,
+    H_ATTEMPT,
+    H_IDEMPOTENCY_KEY,
+    H_TRACEPARENT,
+)
+"""The headers a reply copies from its command, those the command has."""
+
+DELIVERY_LIMIT_REASON: Final = "delivery limit exceeded"
+"""The dead-letter reason of a message delivered more often than the queue's delivery limit."""
+
 # A body larger than this is dead-lettered unread.
 MAX_BODY_BYTES: Final = 256 * 1024
 

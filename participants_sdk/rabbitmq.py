@@ -24,7 +24,7 @@
 - `dead_letter` and `retry_later` publish a copy (confirmed) before acking the original; if the
   copy is not confirmed, the original is requeued instead, so nothing is lost.
 
-Queue arguments, delay buckets and the headers the broker adds: see `_rabbit_topology`.
+Queue arguments, delay buckets and the headers the broker adds: see `_rabbit_queues`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING
 import aiormq.exceptions
 import structlog
 
-from participants_sdk import _rabbit_topology as t
-from participants_sdk import protocol as p
-from participants_sdk._rabbit_consumers import RabbitDelivery, RabbitSubscription
+from participants_sdk import _rabbit_queues as queues
+from participants_sdk import amqp, protocol
+from participants_sdk._rabbit_consumers import RabbitSubscription
+from participants_sdk._rabbit_delivery import RabbitDelivery
 from participants_sdk._rabbit_link import Link
-from participants_sdk._rabbit_topology import (
+from participants_sdk._rabbit_queues import (
     QUEUE_TYPES,
     RETRY_BUCKETS_MS,
     QueueType,
@@ -48,6 +49,7 @@ from participants_sdk._rabbit_topology import (
     retry_bucket_ms,
     retry_exchange,
 )
+from participants_sdk._rabbit_reconnect import Reconnector, cancelled_from_outside
 from participants_sdk.errors import (
     BrokerClosed,
     BrokerError,
@@ -84,15 +86,13 @@ class RabbitBroker:
         *,
         connect_url: str,
         name: str,
-        settings: t.QueueSettings,
+        settings: queues.QueueSettings,
         publish_timeout: float,
         close_timeout: float,
         connect_timeout: float,
         reconnect_interval: float,
     ) -> None:
         self._link = link
-        self._connect_url = connect_url  # holds the password: never logged
-        self._name = name
         self.url = redact(connect_url)
         """The broker's URL, password redacted."""
         self.settings = settings
@@ -100,8 +100,16 @@ class RabbitBroker:
         self._close_timeout = close_timeout
         self._connect_timeout = connect_timeout
         self._reconnect_interval = reconnect_interval
+        self._reconnector = Reconnector(
+            redacted_url=self.url,
+            name=name,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+            interval=reconnect_interval,
+            url=connect_url,
+        )
         self._subscriptions: list[RabbitSubscription] = []
-        self._delay_queues = t.DelayQueues(self._declaring)
+        self._delay_queues = queues.DelayQueues(self._declaring)
         self._up = asyncio.Event()
         self._up.set()
         self._background: set[asyncio.Task[None]] = set()
@@ -133,7 +141,7 @@ class RabbitBroker:
         `delivery_limit` applies to quorum queues only: classic queues have no delivery limit.
         `queue_type` is checked at run time too, since it often comes from a command line.
         """
-        if not t.is_queue_type(queue_type):
+        if not queues.is_queue_type(queue_type):
             raise ValueError(f"queue_type must be one of {QUEUE_TYPES}, got {queue_type!r}")
         if delivery_limit < 0:
             raise ValueError(f"delivery_limit must be >= 0, got {delivery_limit}")
@@ -141,13 +149,13 @@ class RabbitBroker:
         try:
             link = await Link.open(url, name=name, timeout=connect_timeout)
         except (OSError, aiormq.exceptions.AMQPError, ValueError, TimeoutError) as exc:
-            raise t.unreachable(redacted, exc) from None
+            raise amqp.unreachable(redacted, exc) from None
         _log.info("connected to RabbitMQ", url=redacted, connection_name=name)
         return cls(
             link,
             connect_url=url,
             name=name,
-            settings=t.QueueSettings(queue_type, delivery_limit),
+            settings=queues.QueueSettings(queue_type, delivery_limit),
             publish_timeout=publish_timeout,
             close_timeout=close_timeout,
             connect_timeout=connect_timeout,
@@ -164,7 +172,7 @@ class RabbitBroker:
             try:
                 await self._replace_link()
             except (Exception, asyncio.CancelledError):  # this task outlives a bug in one round
-                if _cancelled_from_outside():
+                if cancelled_from_outside():
                     raise
                 with contextlib.suppress(Exception):  # even a log line that cannot be written
                     _log.exception("keeping the RabbitMQ connection failed; trying again")
@@ -175,7 +183,9 @@ class RabbitBroker:
         self._up.clear()
         lost_at = loop.time()
         _log.warning("connection to RabbitMQ lost; reconnecting", url=self.url)
-        link = await self._reconnect()
+        link = await self._reconnector.new_link(
+            lambda: list(self._subscriptions), lambda: self._closing
+        )
         if link is None:
             return
         old, self._link = self._link, link
@@ -189,71 +199,16 @@ class RabbitBroker:
         )
         await old.close(self._close_timeout)
 
-    async def _reconnect(self) -> Link | None:
-        """A new link with every consumer attached, or None once the broker is closing."""
-        attempt = 0
-        while not self._closing:
-            attempt += 1
-            link: Link | None = None
-            try:
-                link = await Link.open(
-                    self._connect_url, name=self._name, timeout=self._connect_timeout
-                )
-                for subscription in list(self._subscriptions):
-                    async with asyncio.timeout(self._connect_timeout):
-                        await subscription.attach(link.connection)
-            except (Exception, asyncio.CancelledError) as exc:  # any failure: try again
-                if _cancelled_from_outside():
-                    raise
-                if link is not None:
-                    await link.close(self._close_timeout)
-                _log.warning(
-                    "reconnect to RabbitMQ failed; trying again",
-                    url=self.url,
-                    attempt=attempt,
-                    retry_in_s=self._reconnect_interval,
-                    error=redact(str(exc)) or type(exc).__name__,
-                )
-                await asyncio.sleep(self._reconnect_interval)
-            else:
-                return link
-        return None
-
     def _subscription_lost(self, subscription: RabbitSubscription) -> None:
         """A consumer's channel closed: attach it again, unless the connection went with it."""
         if self._closing:
             return
         self.consumers_lost += 1
-        task = asyncio.get_running_loop().create_task(self._reattach(subscription))
+        task = asyncio.get_running_loop().create_task(
+            self._reconnector.reattach(subscription, lambda: self._link, lambda: self._closing)
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _reattach(self, subscription: RabbitSubscription) -> None:
-        delay = min(1.0, self._reconnect_interval)
-        first = True
-        while not self._closing and not subscription.cancelled:
-            if not first:
-                delay = min(delay * 2, max(self._reconnect_interval, 30.0))
-            first = False
-            await asyncio.sleep(delay)  # the channel error may be a lost connection, told later
-            link = self._link
-            if not link.alive or subscription.attached_to(link.connection):
-                return  # a new link attaches every consumer
-            try:
-                async with asyncio.timeout(self._connect_timeout):
-                    await subscription.attach(link.connection)
-            except (Exception, asyncio.CancelledError) as exc:  # any failure: try again
-                if _cancelled_from_outside():
-                    raise
-                _log.warning(
-                    "cannot consume again; trying again",
-                    queue=subscription.queue,
-                    retry_in_s=delay,
-                    error=str(exc) or type(exc).__name__,
-                )
-            else:
-                _log.info("consuming again", queue=subscription.queue)
-                return
 
     async def _wait_connected(self, what: str) -> Link:
         try:
@@ -272,9 +227,9 @@ class RabbitBroker:
             raise BrokerClosed(f"the RabbitMQ broker connection to {self.url} is closed")
 
     @contextlib.asynccontextmanager
-    async def _declaring(self) -> AsyncIterator[t.Declarer]:
+    async def _declaring(self) -> AsyncIterator[queues.Declarer]:
         link = await self._wait_connected("declaring the topology")
-        async with t.Declarer.on_new_channel(link.connection, self.settings) as declarer:
+        async with queues.Declarer.on_new_channel(link.connection, self.settings) as declarer:
             yield declarer
 
     async def declare_topology(self, services: Iterable[str]) -> None:
@@ -299,7 +254,7 @@ class RabbitBroker:
         """The delay queues this connection declared for `publish_later` so far."""
         return self._delay_queues.names
 
-    async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
+    async def publish(self, exchange: str, routing_key: str, message: protocol.WireMessage) -> None:
         """Publish persistent and mandatory; return once confirmed (see the module docstring)."""
         self._check_open(draining_ok=True)
         what = f"message {message.message_id} to exchange {exchange!r} key {routing_key!r}"
@@ -314,17 +269,17 @@ class RabbitBroker:
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise TopologyError(f"{what} failed: {exc}; declare the topology first") from None
         except aiormq.exceptions.ChannelAccessRefused as exc:
-            raise t.refused(f"publish {what}", exc) from None
+            raise amqp.refused(f"publish {what}", exc) from None
         except aiormq.exceptions.DeliveryError as exc:
             raise NotConfirmed(f"{what} was refused by the broker (nack): {exc}") from None
         except TimeoutError:
             raise NotConfirmed(f"{what} not confirmed within {self._publish_timeout}s") from None
-        except t.AMQP_ERRORS as exc:
+        except amqp.AMQP_ERRORS as exc:
             reason = redact(str(exc)) or type(exc).__name__
             raise NotConfirmed(f"{what} not confirmed: {reason}") from None
 
     async def _publish_once_open(
-        self, exchange: str, routing_key: str, message: p.WireMessage
+        self, exchange: str, routing_key: str, message: protocol.WireMessage
     ) -> None:
         """Publish, waiting for the connection (after a loss) or the channel (after an error).
 
@@ -334,7 +289,7 @@ class RabbitBroker:
             await self._up.wait()  # at once, unless reconnecting
             try:
                 channel = await self._link.publishing_channel()
-                await t.publish(channel, exchange, routing_key, message)
+                await amqp.publish(channel, exchange, routing_key, message)
             except aiormq.exceptions.ChannelInvalidStateError:
                 if self._closed:
                     raise
@@ -342,14 +297,17 @@ class RabbitBroker:
             else:
                 return
 
-    async def publish_later(self, queue: str, message: p.WireMessage, delay: float) -> None:
+    async def publish_later(self, queue: str, message: protocol.WireMessage, delay: float) -> None:
         """Deliver `message` to `queue` after `delay` seconds, rounded up to a delay bucket.
 
-        It goes through the queue's retry exchange (see `_rabbit_topology`), never the default
+        It goes through the queue's retry exchange (see `_rabbit_queues`), never the default
         exchange, so a service needs no permission to publish into queues by name.
         """
         message = message.with_headers(
-            **{t.H_DELAYED_EXCHANGE: message.exchange, t.H_DELAYED_ROUTING_KEY: message.routing_key}
+            **{
+                amqp.H_DELAYED_EXCHANGE: message.exchange,
+                amqp.H_DELAYED_ROUTING_KEY: message.routing_key,
+            }
         )
         bucket = None if delay <= 0 else retry_bucket_ms(delay)
         if bucket is not None and delay * 1000 > bucket:
@@ -379,9 +337,9 @@ class RabbitBroker:
                 f"queue {queue!r} is not declared; declare the topology first"
             ) from None
         except aiormq.exceptions.ChannelAccessRefused as exc:
-            raise t.refused(f"consume from {queue!r}", exc) from None
-        except t.AMQP_ERRORS as exc:
-            raise t.broker_error(f"cannot consume from {queue!r}", exc) from None
+            raise amqp.refused(f"consume from {queue!r}", exc) from None
+        except amqp.AMQP_ERRORS as exc:
+            raise amqp.broker_error(f"cannot consume from {queue!r}", exc) from None
         self._subscriptions.append(subscription)
         return subscription
 
@@ -428,11 +386,3 @@ class RabbitBroker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _cancelled_from_outside() -> bool:
-    """Whether the running task is being cancelled, rather than a library raising
-    `CancelledError` by itself: aiormq does when the broker drops a connection mid-handshake,
-    which must count as one failed attempt, not end the task that reconnects."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -1,4 +1,4 @@
-"""The broker port both sides of the wire use: confirmed publishes, explicitly settled deliveries.
+"""The broker a participant serves on: confirmed publishes, explicitly settled deliveries.
 
 Implementations: `participants_sdk.memory.MemoryBroker` (in-process, for the embedded demo and
 tests) and the RabbitMQ adapter. Every delivery is settled exactly once by one of `ack`,
@@ -8,7 +8,7 @@ unsettled deliveries redelivered, flagged `redelivered`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from participants_sdk.protocol import WireMessage
@@ -49,12 +49,6 @@ class Subscription(Protocol):
 
 
 class Broker(Protocol):
-    async def declare_topology(self, services: Iterable[str]) -> None:
-        """Declare exchanges, the control queue, and each service's queues with their DLQs.
-
-        Idempotent: declaring what exists already changes nothing.
-        """
-
     async def declare_service(self, service: str) -> None:
         """Declare what a participant of `service` needs: its command queue with its DLQ, and
         the exchanges and its reply queue when they are missing (the daemon declares those).

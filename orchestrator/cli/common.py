@@ -20,7 +20,7 @@ from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
     from orchestrator.adapters.mongo import MongoSagaStore
-    from participants_sdk.control import SagaClient
+    from participants_sdk.rabbitmq import RabbitBroker
 
 T = TypeVar("T")
 
@@ -78,10 +78,10 @@ def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - typer option 
 
 
 @contextlib.asynccontextmanager
-async def control_client(settings: Settings) -> AsyncIterator[SagaClient]:
-    """A client of the control queue for one command (declared, if the daemon has not yet)."""
-    from participants_sdk.control import SagaClient  # noqa: PLC0415 - keeps other commands light
-    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415
+async def control_broker(settings: Settings) -> AsyncIterator[RabbitBroker]:
+    """A broker connection for one request to the control queue (declared, if the daemon has
+    not yet)."""
+    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415 - keeps other commands light
 
     broker = await RabbitBroker.connect(
         settings.amqp_url,
@@ -91,7 +91,7 @@ async def control_client(settings: Settings) -> AsyncIterator[SagaClient]:
     )
     try:
         await broker.declare_topology([])
-        yield SagaClient(broker)
+        yield broker
     finally:
         await broker.close()
 

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.adapters import rabbit_dlq as d
+from orchestrator.adapters.rabbitmq import dead_letters
 from orchestrator.cli.app import app
 from orchestrator.cli.common import AmqpUrl, AsJson, fail, load_registry, load_settings
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 from participants_sdk.errors import BrokerError
 
 if TYPE_CHECKING:
@@ -48,17 +48,17 @@ Machines = Annotated[
 def _queues(queue: str | None, machines: Path) -> tuple[list[str], bool]:
     """The DLQs to work on, and whether the user named one (a missing one is then an error)."""
     if queue:
-        return [queue if queue.endswith(".dlq") else p.dead_letter_queue(queue)], True
+        return [queue if queue.endswith(".dlq") else protocol.dead_letter_queue(queue)], True
     registry = load_registry(machines)
     services = {service for machine in registry for service in machine.services()}
-    return d.dead_letter_queues(services), False
+    return dead_letters.dead_letter_queues(services), False
 
 
 def _with_broker(url: str | None, work: Callable[[AbstractConnection], Awaitable[T]]) -> T:
     settings = load_settings(amqp_url=url)
 
     async def run() -> T:
-        connection = await d.connect(settings.amqp_url)
+        connection = await dead_letters.connect(settings.amqp_url)
         try:
             return await work(connection)
         finally:
@@ -66,7 +66,7 @@ def _with_broker(url: str | None, work: Callable[[AbstractConnection], Awaitable
 
     try:
         return asyncio.run(run())
-    except d.QueueMissing as exc:
+    except dead_letters.QueueMissing as exc:
         raise fail(f"queue {exc.args[0]!r} does not exist on the broker; check --queue") from None
     except BrokerError as exc:
         raise fail(str(exc)) from None
@@ -79,8 +79,8 @@ async def _present(
     found = {}
     for queue in queues:
         try:
-            found[queue] = await d.depth(connection, queue)
-        except d.QueueMissing:
+            found[queue] = await dead_letters.depth(connection, queue)
+        except dead_letters.QueueMissing:
             if named:
                 raise
     return found
@@ -103,10 +103,12 @@ def list_letters(
     """Read dead-lettered messages without consuming them: every message stays where it was."""
     queues, named = _queues(queue, machines)
 
-    async def read(connection: AbstractConnection) -> dict[str, tuple[int, list[d.DeadLetter]]]:
+    async def read(
+        connection: AbstractConnection,
+    ) -> dict[str, tuple[int, list[dead_letters.DeadLetter]]]:
         present = await _present(connection, queues, named)
         return {
-            name: (depth, await d.browse(connection, name, limit=limit))
+            name: (depth, await dead_letters.browse(connection, name, limit=limit))
             for name, depth in present.items()
         }
 
@@ -152,9 +154,9 @@ def show(
     """
     queues, named = _queues(queue, machines)
 
-    async def find(connection: AbstractConnection) -> d.DeadLetter | None:
+    async def find(connection: AbstractConnection) -> dead_letters.DeadLetter | None:
         for name in await _present(connection, queues, named):
-            for letter in await d.browse(connection, name, limit=None):
+            for letter in await dead_letters.browse(connection, name, limit=None):
                 if letter.message_id == message_id:
                     return letter
         return None
@@ -208,7 +210,7 @@ def replay(
         typer.Option(
             help="A message replayed this many times already is held, not replayed.", min=1
         ),
-    ] = d.DEFAULT_MAX_REPLAYS,
+    ] = dead_letters.DEFAULT_MAX_REPLAYS,
     machines: Machines = Path("machines"),
     amqp_url: AmqpUrl = None,
 ) -> None:
@@ -222,10 +224,10 @@ def replay(
     wanted = set(ids or ())
     queues, named = _queues(queue, machines)
 
-    async def run(connection: AbstractConnection) -> d.ReplayReport:
-        total = d.ReplayReport()
+    async def run(connection: AbstractConnection) -> dead_letters.ReplayReport:
+        total = dead_letters.ReplayReport()
         for name in await _present(connection, queues, named):
-            report = await d.replay(
+            report = await dead_letters.replay(
                 connection,
                 name,
                 lambda letter: replay_all or letter.message_id in wanted,
@@ -266,10 +268,10 @@ def purge(
     amqp_url: AmqpUrl = None,
 ) -> None:
     """Delete every message of one DLQ, after asking (unless --yes). Exits 1 if refused."""
-    name = queue if queue.endswith(".dlq") else p.dead_letter_queue(queue)
+    name = queue if queue.endswith(".dlq") else protocol.dead_letter_queue(queue)
     if not yes and not typer.confirm(f"delete every message in {name}?", default=False):
         raise fail("nothing purged")
-    purged = _with_broker(amqp_url, lambda connection: d.purge(connection, name))
+    purged = _with_broker(amqp_url, lambda connection: dead_letters.purge(connection, name))
     typer.echo(f"purged {purged} message(s) from {name}")
 
 

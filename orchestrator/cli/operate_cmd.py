@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import inspect
 import socket
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.adapters import rabbit_dlq
+from orchestrator.adapters.rabbitmq import dead_letters
 from orchestrator.cli.app import sagas_app
-from orchestrator.cli.common import AmqpUrl, MongoUrl, control_client, fail, load_settings
+from orchestrator.cli.common import AmqpUrl, MongoUrl, control_broker, fail, load_settings
 from orchestrator.cli.verdict import Refused, await_verdict
 from orchestrator.errors import ConfigurationError, StoreError
 from orchestrator.logs import redact
-from participants_sdk import protocol as p
+from orchestrator.runtime.control import OperatorVerb, send_operator_request
+from participants_sdk import protocol
 from participants_sdk.errors import BrokerError
 
 if TYPE_CHECKING:
@@ -31,8 +33,6 @@ if TYPE_CHECKING:
     from orchestrator.adapters.mongo import MongoSagaStore
     from orchestrator.core.saga import Saga
     from orchestrator.settings import Settings
-
-Verb = Literal["abort", "retry", "resume"]
 
 Operator = Annotated[
     str | None,
@@ -53,8 +53,8 @@ class _Outcome(Exception):
 async def control_consumers(connection: AbstractConnection) -> int:
     """Consumers of the control queue: 0 when no daemon runs (or none ever declared it)."""
     try:
-        return (await rabbit_dlq.counts(connection, p.CONTROL_QUEUE))[1]
-    except rabbit_dlq.QueueMissing:
+        return (await dead_letters.counts(connection, protocol.CONTROL_QUEUE))[1]
+    except dead_letters.QueueMissing:
         return 0
 
 
@@ -67,16 +67,16 @@ def _describe(saga: Saga) -> str:
 
 async def _send(
     settings: Settings,
-    verb: Verb,
+    verb: OperatorVerb,
     saga_id: str,
     *,
     operator: str,
     compensate: bool,
     reason: str | None,
 ) -> str:
-    async with control_client(settings) as client:
-        return await client.request(
-            verb, saga_id, operator=operator, compensate=compensate, reason=reason
+    async with control_broker(settings) as broker:
+        return await send_operator_request(
+            broker, verb, saga_id, operator=operator, compensate=compensate, reason=reason
         )
 
 
@@ -108,7 +108,7 @@ async def _await_outcome(
 
 
 def _request(
-    verb: Verb,
+    verb: OperatorVerb,
     saga_id: str,
     *,
     operator: str | None,
@@ -128,12 +128,12 @@ def _request(
         try:
             if await store.load(saga_id) is None:
                 raise _Outcome(1, f"no saga {saga_id!r} in the database")
-            connection = await rabbit_dlq.connect(settings.amqp_url)
+            connection = await dead_letters.connect(settings.amqp_url)
             try:
                 if await control_consumers(connection) == 0:
                     raise _Outcome(
                         1,
-                        f"no daemon is running: nothing consumes {p.CONTROL_QUEUE} at "
+                        f"no daemon is running: nothing consumes {protocol.CONTROL_QUEUE} at "
                         f"{redact(settings.amqp_url)}; start one with `sagawire run`",
                     )
                 request_id = await _send(
@@ -154,83 +154,66 @@ def _request(
     typer.echo(f"{verb} applied by {who}: {described}")
 
 
-@sagas_app.command(
-    epilog="Examples:\n\n  sagawire sagas retry o-123 --reason 'stock service fixed'",
+def _parameter(
+    name: str, annotation: object, default: object = inspect.Parameter.empty
+) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+    )
+
+
+SAGA_ID = _parameter("saga_id", Annotated[str, typer.Argument(help="The saga's id.")])
+COMPENSATE = _parameter(
+    "compensate",
+    Annotated[
+        bool, typer.Option("--compensate", help="Undo the steps done (else stop where it is).")
+    ],
+    default=False,
 )
-def retry(
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
-    operator: Operator = None,
-    reason: Reason = None,
-    wait: Wait = 15.0,
-    amqp_url: AmqpUrl = None,
-    mongodb_url: MongoUrl = None,
-) -> None:
+COMMON = (
+    _parameter("operator", Operator, None),
+    _parameter("reason", Reason, None),
+    _parameter("wait", Wait, 15.0),
+    _parameter("amqp_url", AmqpUrl, None),
+    _parameter("mongodb_url", MongoUrl, None),
+)
+
+
+def _register(verb: OperatorVerb, summary: str, example: str, *, compensates: bool = False) -> None:
+    """One `sagas` command per verb; they differ in help text, and abort takes --compensate."""
+
+    def command(**options: object) -> None:
+        _request(verb, **options)  # type: ignore[arg-type] # typer passes what the signature says
+
+    parameters = (SAGA_ID, COMPENSATE, *COMMON) if compensates else (SAGA_ID, *COMMON)
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined] # read by typer
+    command.__doc__ = summary
+    command.__name__ = verb
+    sagas_app.command(name=verb, epilog=f"Examples:\n\n  sagawire sagas {verb} {example}")(command)
+
+
+_register(
+    "retry",
     """Send the pending step's command again, as a new attempt of the same visit.
 
     Exits 0 once applied; 1 if refused (e.g. the saga finished), unknown, or no daemon runs.
-    """
-    _request(
-        "retry",
-        saga_id,
-        operator=operator,
-        reason=reason,
-        wait=wait,
-        amqp_url=amqp_url,
-        mongodb_url=mongodb_url,
-    )
-
-
-@sagas_app.command(
-    epilog="Examples:\n\n  sagawire sagas abort o-123 --compensate --reason 'customer cancelled'",
+    """,
+    "o-123 --reason 'stock service fixed'",
 )
-def abort(
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
-    compensate: Annotated[
-        bool, typer.Option("--compensate", help="Undo the steps done (else stop where it is).")
-    ] = False,
-    operator: Operator = None,
-    reason: Reason = None,
-    wait: Wait = 15.0,
-    amqp_url: AmqpUrl = None,
-    mongodb_url: MongoUrl = None,
-) -> None:
+_register(
+    "abort",
     """Abort a running saga: at once, or after running its compensations (--compensate).
 
     Exits 0 once applied; 1 if refused (e.g. the saga finished), unknown, or no daemon runs.
-    """
-    _request(
-        "abort",
-        saga_id,
-        operator=operator,
-        reason=reason,
-        wait=wait,
-        amqp_url=amqp_url,
-        mongodb_url=mongodb_url,
-        compensate=compensate,
-    )
-
-
-@sagas_app.command(
-    epilog="Examples:\n\n  sagawire sagas resume o-123 --reason 'refund service back'",
+    """,
+    "o-123 --compensate --reason 'customer cancelled'",
+    compensates=True,
 )
-def resume(
-    saga_id: Annotated[str, typer.Argument(help="The saga's id.")],
-    operator: Operator = None,
-    reason: Reason = None,
-    wait: Wait = 15.0,
-    amqp_url: AmqpUrl = None,
-    mongodb_url: MongoUrl = None,
-) -> None:
+_register(
+    "resume",
     """Continue a compensation that gave up (status failed), after fixing what made it fail.
 
     Exits 0 once applied; 1 if refused (nothing to resume), unknown, or no daemon runs.
-    """
-    _request(
-        "resume",
-        saga_id,
-        operator=operator,
-        reason=reason,
-        wait=wait,
-        amqp_url=amqp_url,
-        mongodb_url=mongodb_url,
-    )
+    """,
+    "o-123 --reason 'refund service back'",
+)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli.app import app
-from orchestrator.cli.common import AmqpUrl, control_client, fail, load_settings, print_problems
+from orchestrator.cli.common import AmqpUrl, control_broker, fail, load_settings, print_problems
 from orchestrator.errors import ConfigurationError, DefinitionError, StoreError
 from orchestrator.settings import Settings
 from participants_sdk.errors import BrokerError
@@ -120,8 +120,10 @@ def start(
     settings = load_settings(amqp_url=amqp_url, mongodb_url=mongodb_url)
 
     async def send() -> str:
-        async with control_client(settings) as client:
-            return await client.start_saga(machine, payload, saga_id=saga_id)
+        from participants_sdk.saga_client import SagaClient  # noqa: PLC0415 - keeps --help light
+
+        async with control_broker(settings) as broker:
+            return await SagaClient(broker).start_saga(machine, payload, saga_id=saga_id)
 
     try:
         started = asyncio.run(send())
@@ -137,8 +139,8 @@ async def _await_start(
 ) -> None:
     """Return once the saga exists as started; exit 1 with the reason if the start was refused
     (by the daemon, or because a saga with this id holds another machine or data)."""
-    from orchestrator.adapters import rabbit_dlq  # noqa: PLC0415
     from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415
+    from orchestrator.adapters.rabbitmq import dead_letters  # noqa: PLC0415
     from orchestrator.cli.verdict import Refused, await_verdict  # noqa: PLC0415
     from orchestrator.core.saga import Saga, start_digest  # noqa: PLC0415
 
@@ -155,7 +157,7 @@ async def _await_start(
         return True
 
     store = await MongoSagaStore.connect(settings.mongodb_url)
-    connection = await rabbit_dlq.connect(settings.amqp_url)
+    connection = await dead_letters.connect(settings.amqp_url)
     try:
         await await_verdict(
             store, connection, saga_id, f"start:{saga_id}", applied=started_as_asked, wait=wait

@@ -7,10 +7,14 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.adapters.rabbitmq.permissions import (
+    Permissions,
+    daemon_permissions,
+    participant_permissions,
+)
 from orchestrator.cli.app import app
 from orchestrator.cli.common import AsJson, fail
-from participants_sdk import protocol as p
-from participants_sdk.permissions import Permissions, daemon_permissions, participant_permissions
+from participants_sdk import protocol
 from participants_sdk.rabbitmq import retry_exchange
 
 topology_app = typer.Typer(
@@ -59,10 +63,11 @@ def permissions(
         }
         typer.echo(json.dumps(report, indent=2))
         return
-    commands = p.command_queue(service)
+    commands = protocol.command_queue(service)
     typer.echo(
         f"# participant {service!r}: consumes {commands}, publishes replies to "
-        f"{p.REPLIES_EXCHANGE},\n# dead-letters to {p.DEAD_LETTER_EXCHANGE}, retries through "
+        f"{protocol.REPLIES_EXCHANGE},\n# dead-letters to {protocol.DEAD_LETTER_EXCHANGE}, "
+        "retries through "
         f"{retry_exchange(commands)} and its delay queues\n"
         f"{participant.command(user, vhost)}\n\n"
         "# daemon and operator CLI: declares the topology of every service, publishes "

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from orchestrator.adapters import rabbit_dlq
-from participants_sdk import protocol as p
+from orchestrator.adapters.rabbitmq import dead_letters
+from participants_sdk import protocol
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractConnection
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from orchestrator.adapters.mongo import MongoSagaStore
     from orchestrator.core.saga import Saga
 
-CONTROL_DLQ = p.dead_letter_queue(p.CONTROL_QUEUE)
+CONTROL_DLQ = protocol.dead_letter_queue(protocol.CONTROL_QUEUE)
 POLL_INTERVAL = 0.3
 
 
@@ -46,11 +46,13 @@ async def await_verdict(
         if saga is not None and applied(saga):
             return saga
         try:
-            depth = await rabbit_dlq.depth(connection, CONTROL_DLQ)
-        except rabbit_dlq.QueueMissing:
+            depth = await dead_letters.depth(connection, CONTROL_DLQ)
+        except dead_letters.QueueMissing:
             depth = 0
         if depth != seen_depth:
-            refused = await rabbit_dlq.take(connection, CONTROL_DLQ, request_id) if depth else None
+            refused = (
+                await dead_letters.take(connection, CONTROL_DLQ, request_id) if depth else None
+            )
             if refused is not None:
                 raise Refused(refused.reason)
             seen_depth = depth

@@ -16,18 +16,16 @@ from orchestrator.core.messages import (
     Decision,
     Disposition,
     Message,
-    OperatorRequest,
     StartSaga,
     StepReply,
     TimerFired,
 )
+from orchestrator.core.operators import Verdict, on_operator
 from orchestrator.core.paths import DataPath
 from orchestrator.core.saga import (
     COMPENSATION_PREFIX,
-    RECENT_REQUESTS_LIMIT,
     PendingStep,
     Saga,
-    SagaStatus,
     copy_json,
     start_digest,
 )
@@ -56,7 +54,7 @@ def decide(
     elif isinstance(message, TimerFired):
         verdict = _on_timer(run)
     else:
-        verdict = _on_operator(run, message)
+        verdict = on_operator(run, message)
     disposition, reason = verdict
     if disposition not in (Disposition.APPLIED, Disposition.UNEXPECTED, Disposition.UNSTORABLE):
         return Decision(saga, [], disposition, reason)
@@ -105,9 +103,6 @@ def _start(definition: MachineDefinition, message: StartSaga, now: dt.datetime) 
     run.record("started", detail=f"{definition.machine} v{definition.version}")
     run.enter(definition.initial, reason="start")
     return _decision(run, Disposition.APPLIED, None)
-
-
-Verdict = tuple[Disposition, str | None]
 
 
 # -- replies ------------------------------------------------------------------------------
@@ -359,78 +354,3 @@ def _action_timed_out(run: Transitions, pending: PendingStep) -> None:
             run.begin_compensation(why, "compensated")
         else:
             run.enter(state.on_timeout, reason=why)
-
-
-# -- operators ----------------------------------------------------------------------------
-
-
-def _on_operator(run: Transitions, request: OperatorRequest) -> Verdict:
-    saga = run.saga
-    if request.request_id in saga.recent_requests:
-        return Disposition.DUPLICATE, f"request {request.request_id!r} was applied already"
-    if request.action == "abort":
-        verdict = _abort(run, request)
-    elif request.action == "retry":
-        verdict = _retry(run, request)
-    else:
-        verdict = _resume(run, request)
-    if verdict[0] is Disposition.APPLIED:
-        saga.recent_requests = [*saga.recent_requests, request.request_id][-RECENT_REQUESTS_LIMIT:]
-    return verdict
-
-
-def _abort(run: Transitions, request: OperatorRequest) -> Verdict:
-    saga = run.saga
-    if saga.status.finished:
-        return Disposition.REFUSED, f"saga is {saga.status.value} already"
-    why = f"aborted by {request.operator}" + (f": {request.reason}" if request.reason else "")
-    run.record(
-        "abort_requested",
-        detail=why + (" (compensate)" if request.compensate else ""),
-        by=request.operator,
-    )
-    if not request.compensate:
-        run.finish(SagaStatus.ABORTED)
-        return Disposition.APPLIED, None
-    if saga.status is SagaStatus.COMPENSATING:
-        return Disposition.REFUSED, "saga is compensating already"
-    run.begin_compensation(why, "aborted")
-    return Disposition.APPLIED, None
-
-
-def _retry(run: Transitions, request: OperatorRequest) -> Verdict:
-    saga = run.saga
-    if saga.status.finished:
-        hint = "; use resume for a failed compensation" if saga.flagged else ""
-        return Disposition.REFUSED, f"saga is {saga.status.value}{hint}"
-    if not saga.pending:
-        return Disposition.REFUSED, "no step is pending"
-    for pending in saga.pending:
-        _, retry = run.policy(pending)
-        pending.attempt += 1
-        pending.max_attempts = pending.attempt - 1 + retry.attempts
-        run.record(
-            "retry_requested",
-            step=pending.step,
-            attempt=pending.attempt,
-            detail=request.reason,
-            by=request.operator,
-        )
-        run.send(pending)
-    return Disposition.APPLIED, None
-
-
-def _resume(run: Transitions, request: OperatorRequest) -> Verdict:
-    saga = run.saga
-    compensation = saga.compensation
-    if saga.status is not SagaStatus.FAILED or compensation is None or not compensation.remaining:
-        return Disposition.REFUSED, (
-            "nothing to resume: resume continues a compensation that gave up "
-            f"(the saga is {saga.status.value})"
-        )
-    run.record("resume_requested", detail=request.reason, by=request.operator)
-    saga.status = SagaStatus.COMPENSATING
-    saga.flagged = None
-    saga.finished_at = None
-    run.next_compensation(attempt=compensation.last_attempt + 1)
-    return Disposition.APPLIED, None

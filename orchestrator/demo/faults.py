@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 import structlog
 
-from participants_sdk import protocol as p
-from participants_sdk.transport import Broker, DeliveryHandler, Subscription
+from orchestrator.ports import Broker, DeliveryHandler, Subscription
+from participants_sdk import protocol
 
 _log = structlog.get_logger(__name__)
 
@@ -57,13 +57,13 @@ class FaultyReplies:
     ) -> Subscription:
         return await self._broker.consume(queue, handler, prefetch=prefetch)
 
-    async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
-        if exchange != p.REPLIES_EXCHANGE:
+    async def publish(self, exchange: str, routing_key: str, message: protocol.WireMessage) -> None:
+        if exchange != protocol.REPLIES_EXCHANGE:
             await self._broker.publish(exchange, routing_key, message)
             return
         if (
             self._late_by > 0
-            and message.header_int(p.H_ATTEMPT) == 1
+            and message.header_int(protocol.H_ATTEMPT) == 1
             and chosen(message.correlation_id or "", self._late_share)
         ):
             task = asyncio.get_running_loop().create_task(self._later(routing_key, message))
@@ -72,13 +72,13 @@ class FaultyReplies:
             return
         await self._send(routing_key, message)
 
-    async def _send(self, routing_key: str, message: p.WireMessage) -> None:
-        await self._broker.publish(p.REPLIES_EXCHANGE, routing_key, message)
+    async def _send(self, routing_key: str, message: protocol.WireMessage) -> None:
+        await self._broker.publish(protocol.REPLIES_EXCHANGE, routing_key, message)
         if self._duplicate:
-            await self._broker.publish(p.REPLIES_EXCHANGE, routing_key, message)
+            await self._broker.publish(protocol.REPLIES_EXCHANGE, routing_key, message)
             self.duplicated += 1
 
-    async def _later(self, routing_key: str, message: p.WireMessage) -> None:
+    async def _later(self, routing_key: str, message: protocol.WireMessage) -> None:
         await asyncio.sleep(self._late_by)
         try:
             await self._send(routing_key, message)

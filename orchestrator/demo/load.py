@@ -20,10 +20,10 @@ import typer
 
 from orchestrator.demo.participants import example_order
 from orchestrator.logs import redact, setup_logging
-from participants_sdk.control import SagaClient
 from participants_sdk.errors import BrokerError
 from participants_sdk.gc_tuning import tune_gc
 from participants_sdk.rabbitmq import RabbitBroker
+from participants_sdk.saga_client import SagaClient
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

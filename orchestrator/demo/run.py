@@ -22,7 +22,7 @@ from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.demo.participants import FAILING_SERVICES, FaultPlan, Ledger, demo_services
 from orchestrator.ports import Broker, SagaStore
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
-from participants_sdk.control import SagaClient
+from participants_sdk.saga_client import SagaClient
 
 DEMO_MACHINE = "order"
 

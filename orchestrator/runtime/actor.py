@@ -19,7 +19,7 @@ from orchestrator.core.confirm import count_from_confirm
 from orchestrator.core.decide import decide
 from orchestrator.core.messages import Decision, Message, StartSaga
 from orchestrator.errors import SagaExists, SagawireError, StoreError, VersionConflict
-from orchestrator.runtime.wire import command_message
+from orchestrator.runtime.codec import command_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -1,6 +1,6 @@
 """Incoming deliveries: the one place that decides ack, dead-letter or requeue.
 
-A delivery's message is read (`wire`), told to its saga's actor, and settled by the outcome:
+A delivery's message is read (`codec`), told to its saga's actor, and settled by the outcome:
 acked once applied; dead-lettered when the decision or an error in `NOT_RETRIED` says it can
 never be processed; requeued when the runtime stops or the store or broker keeps failing.
 """
@@ -18,8 +18,8 @@ from orchestrator.core.pauses import MachinePaused
 from orchestrator.errors import RuntimeStopped, StoreRefused
 from orchestrator.ports import Delivery
 from orchestrator.runtime.actor import UnknownSaga
+from orchestrator.runtime.codec import InvalidMessage, parse_control, parse_reply
 from orchestrator.runtime.stats import RuntimeStats
-from orchestrator.runtime.wire import InvalidMessage, parse_control, parse_reply
 from participants_sdk.headers import bounded
 
 log = structlog.get_logger("sagawire.runtime")

@@ -29,14 +29,13 @@ import aiormq.exceptions
 
 from orchestrator.adapters.memory import MemorySagaStore
 from orchestrator.adapters.mongo import MongoSagaStore
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 from participants_sdk.memory import MemoryBroker, MemoryConnection
 from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker, RabbitDelivery, delay_queue
 
 if TYPE_CHECKING:
     from orchestrator.core.saga import Saga
-    from orchestrator.ports import SagaStore
-    from participants_sdk.transport import Broker, Delivery, DeliveryHandler, Subscription
+    from orchestrator.ports import Broker, Delivery, DeliveryHandler, SagaStore, Subscription
 
 __all__ = ["HarnessBackend", "MemoryBackend", "RabbitMongoBackend", "topology_queues"]
 
@@ -117,7 +116,7 @@ class _TrackedConnection:
     async def declare_service(self, service: str) -> None:
         await self.broker.declare_service(service)
 
-    async def publish(self, exchange: str, routing_key: str, message: p.WireMessage) -> None:
+    async def publish(self, exchange: str, routing_key: str, message: protocol.WireMessage) -> None:
         self._publishing += 1
         try:
             await self.broker.publish(exchange, routing_key, message)
@@ -243,12 +242,12 @@ class RabbitMongoBackend:
 
 def topology_queues(services: Iterable[str]) -> list[str]:
     """Every queue of the topology for these services: work queues, DLQs and delay queues."""
-    work = [p.CONTROL_QUEUE]
+    work = [protocol.CONTROL_QUEUE]
     for service in services:
-        work += [p.command_queue(service), p.reply_queue(service)]
+        work += [protocol.command_queue(service), protocol.reply_queue(service)]
     queues = []
     for queue in work:
-        queues += [queue, p.dead_letter_queue(queue)]
+        queues += [queue, protocol.dead_letter_queue(queue)]
         queues += [delay_queue(queue, ms) for ms in RETRY_BUCKETS_MS]
     return queues
 

@@ -21,12 +21,11 @@ from typing import Any, Self
 
 from orchestrator.core.machines import MachineRegistry
 from orchestrator.core.saga import Saga
-from orchestrator.ports import SagaStore
+from orchestrator.ports import Broker, Delivery, SagaStore
 from orchestrator.runtime.clock import ManualClock
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
 from orchestrator.testing.backends import HarnessBackend, MemoryBackend
 from participants_sdk import Participant, protocol
-from participants_sdk.transport import Broker, Delivery
 
 __all__ = ["SagaHarness", "ScriptedService", "drain"]
 
@@ -193,15 +192,7 @@ class ScriptedService:
         rejected: bool = False,
     ) -> None:
         headers: dict[str, Any] = {
-            name: command.headers[name]
-            for name in (
-                protocol.H_MACHINE,
-                protocol.H_VERSION,
-                protocol.H_STEP,
-                protocol.H_VISIT,
-                protocol.H_ATTEMPT,
-                protocol.H_IDEMPOTENCY_KEY,
-            )
+            name: command.headers[name] for name in protocol.REPLY_COPIES if name in command.headers
         }
         headers[protocol.H_SERVICE] = self.service
         if rejected:

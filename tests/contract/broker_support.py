@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 from participants_sdk.memory import MemoryBroker, MemoryConnection
 from participants_sdk.rabbitmq import RETRY_BUCKETS_MS, RabbitBroker, delay_queue
 from participants_sdk.transport import Broker, Delivery
@@ -73,8 +73,8 @@ class RabbitBackend:
 
     def service(self) -> str:
         service = unique("svc")
-        self.track(p.command_queue(service))
-        self.track(p.reply_queue(service))
+        self.track(protocol.command_queue(service))
+        self.track(protocol.reply_queue(service))
         return service
 
     def queue(self) -> str:
@@ -84,7 +84,7 @@ class RabbitBackend:
 
     def track(self, queue: str) -> None:
         """Delete `queue`, its DLQ and its delay queues at teardown."""
-        self._queues.update({queue, p.dead_letter_queue(queue)})
+        self._queues.update({queue, protocol.dead_letter_queue(queue)})
         self._queues.update(delay_queue(queue, ms) for ms in RETRY_BUCKETS_MS)
 
     async def close(self) -> None:
@@ -143,7 +143,7 @@ class Recorder:
         self._released.set()
 
     @property
-    def messages(self) -> list[p.WireMessage]:
+    def messages(self) -> list[protocol.WireMessage]:
         return [d.message for d in self.deliveries]
 
     async def wait_for(self, count: int, within: float = 5.0) -> None:
@@ -160,7 +160,7 @@ class Recorder:
 
 async def collect(
     broker: Broker, queue: str, *, expect: int | None = None, within: float = 1.0
-) -> list[p.WireMessage]:
+) -> list[protocol.WireMessage]:
     """Consume `queue` and ack what arrives: until `expect` messages, or for `within` seconds."""
     recorder = Recorder()
     subscription = await broker.consume(queue, recorder, prefetch=64)

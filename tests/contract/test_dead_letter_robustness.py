@@ -24,13 +24,13 @@ from pamqp import header
 from pamqp.commands import Basic
 from pamqp.exceptions import UnmarshalingException
 
-from orchestrator.adapters import rabbit_dlq as d
 from orchestrator.adapters.memory import MemorySagaStore
+from orchestrator.adapters.rabbitmq import dead_letters
 from orchestrator.core.machines import MachineRegistry
 from orchestrator.daemon.metrics import metrics_registry, render
 from orchestrator.runtime.system import ActorSystem
 from participants_sdk import _rabbit_letters as letters
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 from participants_sdk.headers import MAX_REASON_BYTES
 from participants_sdk.memory import MemoryBroker
 from participants_sdk.rabbitmq import RabbitBroker
@@ -39,8 +39,8 @@ from tests.services import own_vhost
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "robust"
-QUEUE = p.command_queue(SERVICE)
-DLQ = p.dead_letter_queue(QUEUE)
+QUEUE = protocol.command_queue(SERVICE)
+DLQ = protocol.dead_letter_queue(QUEUE)
 MAX_REASON_HEADER = 1024
 FRAME_PAYLOAD = 131_072 - 8  # RabbitMQ's default frame_max, less the frame's own header
 
@@ -86,7 +86,7 @@ CASES = {
     "headers_near_frame_limit": Case(NEAR, dropped=(max(NEAR),)),  # same sizes: by name
     "reason_200kb": Case({"x-ok": ("S", "fine")}, reason_padding=200_000),
     "routing_key_invalid_utf8": Case(  # matches the binding `robust.*` all the same
-        {"x-ok": ("S", "fine")}, exchange=p.COMMANDS_EXCHANGE, routing_key=b"robust.\xff"
+        {"x-ok": ("S", "fine")}, exchange=protocol.COMMANDS_EXCHANGE, routing_key=b"robust.\xff"
     ),
 }
 
@@ -129,7 +129,7 @@ class DeadLetterAll:
 async def ready(url: str, queue: str) -> int:
     connection = await aio_pika.connect(url)
     async with connection:
-        return await d.depth(connection, queue)
+        return await dead_letters.depth(connection, queue)
 
 
 async def wait_ready(url: str, queue: str, count: int, within: float = 10.0) -> None:
@@ -177,7 +177,9 @@ async def test_a_message_that_must_be_dead_lettered_is_settled_once_whatever_it_
     )
     await wait_ready(vhost_url, DLQ, 1)
 
-    await broker.publish("", QUEUE, p.WireMessage.json(type="ok", payload={}, message_id="ok-1"))
+    await broker.publish(
+        "", QUEUE, protocol.WireMessage.json(type="ok", payload={}, message_id="ok-1")
+    )
     async with asyncio.timeout(10):
         await handler.ok.wait()
     assert handler.acked == ["ok-1"]
@@ -186,7 +188,7 @@ async def test_a_message_that_must_be_dead_lettered_is_settled_once_whatever_it_
 
     connection = await aio_pika.connect(vhost_url)
     async with connection:
-        [letter] = await d.browse(connection, DLQ, limit=None)
+        [letter] = await dead_letters.browse(connection, DLQ, limit=None)
     assert len(letter.reason.encode()) <= MAX_REASON_HEADER
     assert letter.message.body == b'{"n": 1}'
     if case.unreadable:
@@ -201,7 +203,7 @@ async def test_a_message_that_must_be_dead_lettered_is_settled_once_whatever_it_
         routing_key = routing_key.decode(errors="replace")  # as the consumer could read it
     assert (letter.exchange, letter.routing_key) == (case.exchange, routing_key)
     assert letter.from_queue == QUEUE
-    dropped = letter.message.header_display(p.H_DEAD_LETTER_DROPPED_HEADERS) or ""
+    dropped = letter.message.header_display(protocol.H_DEAD_LETTER_DROPPED_HEADERS) or ""
     assert set(case.dropped) <= set(dropped.split(", ") if dropped else [])
     assert bool(dropped) == bool(case.dropped)
 
@@ -226,7 +228,7 @@ class RetryAll:
 
     async def __call__(self, delivery: Delivery) -> None:
         self.tries += 1
-        await delivery.retry_later(0, {p.H_RETRIES: self.tries})
+        await delivery.retry_later(0, {protocol.H_RETRIES: self.tries})
 
 
 @pytest.mark.rabbitmq
@@ -248,10 +250,10 @@ async def test_a_retry_copy_that_cannot_be_sent_is_dead_lettered_instead(
     assert await settle_everything_then_count(broker, vhost_url) == (0, 1)
     connection = await aio_pika.connect(vhost_url)
     async with connection:
-        [letter] = await d.browse(connection, DLQ, limit=None)
+        [letter] = await dead_letters.browse(connection, DLQ, limit=None)
     assert letter.reason.startswith("cannot be retried: ")
     assert set(headers) <= set(
-        (letter.message.header_display(p.H_DEAD_LETTER_DROPPED_HEADERS) or "").split(", ")
+        (letter.message.header_display(protocol.H_DEAD_LETTER_DROPPED_HEADERS) or "").split(", ")
     )
 
 
@@ -264,16 +266,16 @@ async def test_the_memory_broker_bounds_a_dead_letter_reason_too():
     connection = server.connect()
     await connection.declare_topology(["payment"])
     await connection.publish(
-        "", p.command_queue("payment"), p.WireMessage.json(type="x", payload={})
+        "", protocol.command_queue("payment"), protocol.WireMessage.json(type="x", payload={})
     )
 
     async def dead_letter(delivery: Delivery) -> None:
         await delivery.dead_letter("r" * 200_000)
 
-    await connection.consume(p.command_queue("payment"), dead_letter)
+    await connection.consume(protocol.command_queue("payment"), dead_letter)
     await server.wait_idle()
-    [letter] = server.messages(p.dead_letter_queue(p.command_queue("payment")))
-    reason = letter.header_str(p.H_DEAD_LETTER_REASON) or ""
+    [letter] = server.messages(protocol.dead_letter_queue(protocol.command_queue("payment")))
+    reason = letter.header_str(protocol.H_DEAD_LETTER_REASON) or ""
     assert 0 < len(reason.encode()) <= MAX_REASON_BYTES
     assert reason.endswith("...")
 
@@ -303,7 +305,7 @@ def test_a_header_frame_pamqp_cannot_decode_becomes_a_marker(table, why):
     assert isinstance(frame, header.ContentHeader)
     assert (frame.class_id, frame.body_size) == (60, 5)  # the body frames are read as usual
     [(name, reason)] = frame.properties.headers.items()
-    assert name == p.H_UNREADABLE_PROPERTIES
+    assert name == protocol.H_UNREADABLE_PROPERTIES
     assert why in reason
 
 
@@ -325,11 +327,11 @@ def test_a_truncated_header_frame_is_still_an_error_of_the_stream():
 
 
 def test_a_minimal_letter_keeps_sagawire_headers_first_then_the_smallest():
-    message = p.WireMessage.json(
+    message = protocol.WireMessage.json(
         type="do",
         payload={},
         headers={
-            p.H_IDEMPOTENCY_KEY: "s:step:1",
+            protocol.H_IDEMPOTENCY_KEY: "s:step:1",
             "x-bad": b"\xff",
             "x-large": "l" * 40_000,
             "x-larger": "l" * 50_000,
@@ -339,25 +341,25 @@ def test_a_minimal_letter_keeps_sagawire_headers_first_then_the_smallest():
     letter = letters.dead_letter(message, "r" * 5000, "q", letters.PROPERTIES_BUDGET)
     headers = letter.message.headers
     assert letter.dropped == ("x-bad", "x-larger")
-    assert headers[p.H_DEAD_LETTER_DROPPED_HEADERS] == "x-bad, x-larger"
-    assert headers[p.H_IDEMPOTENCY_KEY] == "s:step:1"
+    assert headers[protocol.H_DEAD_LETTER_DROPPED_HEADERS] == "x-bad, x-larger"
+    assert headers[protocol.H_IDEMPOTENCY_KEY] == "s:step:1"
     assert (headers["x-small"], len(headers["x-large"])) == ("s", 40_000)
-    assert len(headers[p.H_DEAD_LETTER_REASON].encode()) <= MAX_REASON_BYTES
+    assert len(headers[protocol.H_DEAD_LETTER_REASON].encode()) <= MAX_REASON_BYTES
     assert letter.why is not None
     assert "cannot be encoded" in letter.why
     assert len(letter.why.encode()) < 400  # pamqp's error quotes the value: cut
 
 
 def test_a_letter_that_encodes_and_fits_is_sent_whole():
-    message = p.WireMessage.json(type="do", payload={}, headers={"x-dec": 1.5, "x-n": 2**40})
+    message = protocol.WireMessage.json(type="do", payload={}, headers={"x-dec": 1.5, "x-n": 2**40})
     letter = letters.dead_letter(message, "why", "q", letters.PROPERTIES_BUDGET)
     assert (letter.dropped, letter.why) == ((), None)
     assert letter.message.headers == {
         **message.headers,
-        p.H_DEAD_LETTER_REASON: "why",
-        p.H_DEAD_LETTER_QUEUE: "q",
-        p.H_ORIGINAL_EXCHANGE: "",
-        p.H_ORIGINAL_ROUTING_KEY: "",
+        protocol.H_DEAD_LETTER_REASON: "why",
+        protocol.H_DEAD_LETTER_QUEUE: "q",
+        protocol.H_ORIGINAL_EXCHANGE: "",
+        protocol.H_ORIGINAL_ROUTING_KEY: "",
     }
 
 

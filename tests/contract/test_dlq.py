@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from typer.testing import CliRunner
 
-from orchestrator.adapters import rabbit_dlq as d
+from orchestrator.adapters.rabbitmq import dead_letters
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
 from orchestrator.core.machines import load_machines
@@ -60,31 +60,31 @@ async def stuck_shop(request, amqp_url, urls):
 @pytest.mark.asyncio
 async def test_dead_lettered_commands_replayed_after_the_fix_finish_every_saga(stuck_shop):
     h, shop, connection = stuck_shop
-    assert await d.depth(connection, STOCK_DLQ) == 100
-    letters = await d.browse(connection, STOCK_DLQ, limit=None)
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 100
+    letters = await dead_letters.browse(connection, STOCK_DLQ, limit=None)
     assert all("stock.prepare_order is broken" in letter.reason for letter in letters)
     assert {(letter.exchange, letter.routing_key) for letter in letters} == {
         ("sagawire.commands", "stock.prepare_order")
     }
-    again = await d.browse(connection, STOCK_DLQ, limit=None)
+    again = await dead_letters.browse(connection, STOCK_DLQ, limit=None)
     assert [x.message_id for x in again] == [x.message_id for x in letters]  # order kept
-    assert await d.depth(connection, STOCK_DLQ) == 100
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 100
 
-    dry = await d.replay(connection, STOCK_DLQ, lambda _: True, dry_run=True)
+    dry = await dead_letters.replay(connection, STOCK_DLQ, lambda _: True, dry_run=True)
     assert len(dry.replayed) == 100
-    assert await d.depth(connection, STOCK_DLQ) == 100
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 100
     await h.drain()
     assert all(s.state == "prepare_order" for s in await h.sagas())
 
     shop.broken = frozenset()  # the stock service is fixed
-    report = await d.replay(connection, STOCK_DLQ, lambda _: True)
+    report = await dead_letters.replay(connection, STOCK_DLQ, lambda _: True)
     assert (len(report.replayed), report.held, report.unroutable) == (100, [], [])
     await h.drain(timeout=60)
 
     sagas = await h.sagas()
     assert len(sagas) == 100
     assert {s.status for s in sagas} == {SagaStatus.SUCCEEDED}
-    assert await d.depth(connection, STOCK_DLQ) == 0
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 0
     applied = shop.ledger.applied
     assert shop.ledger.applied_twice == 0
     assert sum(1 for key in applied if ":prepare_order:" in key) == 100
@@ -95,24 +95,24 @@ async def test_dead_lettered_commands_replayed_after_the_fix_finish_every_saga(s
 @pytest.mark.parametrize("stuck_shop", [10], indirect=True)
 async def test_a_message_replayed_too_often_is_held_not_looped(stuck_shop):
     h, _, connection = stuck_shop  # stock stays broken: every replay comes back
-    first = (await d.browse(connection, STOCK_DLQ, limit=1))[0]
+    first = (await dead_letters.browse(connection, STOCK_DLQ, limit=1))[0]
     for replays in range(2):
-        report = await d.replay(
+        report = await dead_letters.replay(
             connection, STOCK_DLQ, lambda x: x.message_id == first.message_id, max_replays=2
         )
         assert [x.message_id for x in report.replayed] == [first.message_id]
         await h.drain()
         back = [
             x
-            for x in await d.browse(connection, STOCK_DLQ, limit=None)
+            for x in await dead_letters.browse(connection, STOCK_DLQ, limit=None)
             if x.message_id == first.message_id
         ]
         assert [x.replays for x in back] == [replays + 1]
-    report = await d.replay(
+    report = await dead_letters.replay(
         connection, STOCK_DLQ, lambda x: x.message_id == first.message_id, max_replays=2
     )
     assert (report.replayed, [x.message_id for x in report.held]) == ([], [first.message_id])
-    assert await d.depth(connection, STOCK_DLQ) == 10
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 10
 
 
 async def sagawire(*args: str, answer: str | None = None):
@@ -147,7 +147,7 @@ async def test_the_dlq_commands(stuck_shop, amqp_url):
 
     dry = await sagawire("dlq", "replay", "--queue", STOCK_DLQ, "--all", "--dry-run", *common)
     assert (dry.exit_code, dry.stdout.splitlines()[0]) == (0, "would replay 10 message(s)")
-    assert await d.depth(connection, STOCK_DLQ) == 10
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 10
     assert (await sagawire("dlq", "replay", *common)).exit_code == 2
     missing = await sagawire("dlq", "replay", "--id", "nope", *common)
     assert missing.exit_code == 1
@@ -160,7 +160,7 @@ async def test_the_dlq_commands(stuck_shop, amqp_url):
         "dlq", "purge", "--queue", STOCK_DLQ, "--amqp-url", amqp_url, answer="n\n"
     )
     assert refused.exit_code == 1
-    assert await d.depth(connection, STOCK_DLQ) == 10
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 10
     purged = await sagawire(
         "dlq", "purge", "--queue", "sagawire.stock.commands", "--yes", "--amqp-url", amqp_url
     )
@@ -168,7 +168,7 @@ async def test_the_dlq_commands(stuck_shop, amqp_url):
         0,
         f"purged 10 message(s) from {STOCK_DLQ}",
     )
-    assert await d.depth(connection, STOCK_DLQ) == 0
+    assert await dead_letters.depth(connection, STOCK_DLQ) == 0
 
 
 @pytest.mark.asyncio
@@ -197,7 +197,7 @@ async def test_a_replayed_copy_goes_where_the_message_was_first_sent_with_fresh_
         )
         await broker.publish(p.DEAD_LETTER_EXCHANGE, queue, letter)  # as a participant would
 
-        report = await d.replay(connection, p.dead_letter_queue(queue), lambda _: True)
+        report = await dead_letters.replay(connection, p.dead_letter_queue(queue), lambda _: True)
         assert [x.message_id for x in report.replayed] == ["m-1"]
         channel = await connection.channel()
         copy = await (await channel.get_queue(queue)).get(no_ack=True)
@@ -207,7 +207,7 @@ async def test_a_replayed_copy_goes_where_the_message_was_first_sent_with_fresh_
         assert headers[p.H_REPLAY_COUNT] == 1
         assert headers[p.H_IDEMPOTENCY_KEY] == "s-1:do:1"
         assert not {p.H_RETRIES, p.H_DEAD_LETTER_REASON, p.H_ORIGINAL_EXCHANGE} & set(headers)
-        assert await d.depth(connection, p.dead_letter_queue(queue)) == 0
+        assert await dead_letters.depth(connection, p.dead_letter_queue(queue)) == 0
     finally:
         for name in (
             queue,

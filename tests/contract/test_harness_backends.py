@@ -10,7 +10,7 @@ import pytest_asyncio
 from broker_support import Recorder, amqp_url, unique
 
 from orchestrator.testing.backends import RabbitMongoBackend, delete_queues, topology_queues
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.rabbitmq, pytest.mark.mongo]
 
@@ -27,8 +27,8 @@ async def backend(mongodb_url: str):
         await backend.close()
 
 
-def command(n: int) -> p.WireMessage:
-    return p.WireMessage.json(type="do", payload={"n": n}, message_id=f"m-{n}")
+def command(n: int) -> protocol.WireMessage:
+    return protocol.WireMessage.json(type="do", payload={"n": n}, message_id=f"m-{n}")
 
 
 async def test_a_held_delivery_keeps_it_busy_until_settled(backend) -> None:
@@ -36,10 +36,14 @@ async def test_a_held_delivery_keeps_it_busy_until_settled(backend) -> None:
     connection = await backend.connect()
     await connection.declare_topology([service])
     held = Recorder(settle=None)
-    await connection.consume(p.command_queue(service), held)
-    await connection.publish(p.COMMANDS_EXCHANGE, p.command_routing_key(service, "do"), command(1))
+    await connection.consume(protocol.command_queue(service), held)
+    await connection.publish(
+        protocol.COMMANDS_EXCHANGE, protocol.command_routing_key(service, "do"), command(1)
+    )
     await held.wait_for(1)
-    with pytest.raises(TimeoutError, match=rf"{p.command_queue(service)}: message m-1 unsettled"):
+    with pytest.raises(
+        TimeoutError, match=rf"{protocol.command_queue(service)}: message m-1 unsettled"
+    ):
         await backend.wait_idle(0.3)
     await held.deliveries[0].ack()
     await backend.wait_idle(2.0)
@@ -50,13 +54,13 @@ async def test_ready_messages_in_a_consumed_queue_keep_it_busy(backend) -> None:
     connection = await backend.connect()
     await connection.declare_topology([service])
     slow = Recorder(hold=True)
-    await connection.consume(p.command_queue(service), slow, prefetch=1)
+    await connection.consume(protocol.command_queue(service), slow, prefetch=1)
     for n in range(3):
         await connection.publish(
-            p.COMMANDS_EXCHANGE, p.command_routing_key(service, "do"), command(n)
+            protocol.COMMANDS_EXCHANGE, protocol.command_routing_key(service, "do"), command(n)
         )
     await slow.wait_for(1)
-    with pytest.raises(TimeoutError, match=rf"{p.command_queue(service)}: 2 ready"):
+    with pytest.raises(TimeoutError, match=rf"{protocol.command_queue(service)}: 2 ready"):
         await backend.wait_idle(0.3)
     slow.release()
     await backend.wait_idle(5.0)
@@ -68,13 +72,15 @@ async def test_abort_gives_held_deliveries_back_and_settles_nothing_later(backen
     dying, survivor = await backend.connect(), await backend.connect()
     await dying.declare_topology([service])
     held = Recorder(settle=None)
-    await dying.consume(p.command_queue(service), held)
-    await dying.publish(p.COMMANDS_EXCHANGE, p.command_routing_key(service, "do"), command(7))
+    await dying.consume(protocol.command_queue(service), held)
+    await dying.publish(
+        protocol.COMMANDS_EXCHANGE, protocol.command_routing_key(service, "do"), command(7)
+    )
     await held.wait_for(1)
     await backend.abort(dying)
     await held.deliveries[0].ack()  # dropped: the channel is gone
     again = Recorder()
-    await survivor.consume(p.command_queue(service), again)
+    await survivor.consume(protocol.command_queue(service), again)
     await again.wait_for(1)
     assert again.deliveries[0].message.message_id == "m-7"
     assert again.deliveries[0].redelivered
@@ -89,7 +95,7 @@ async def test_close_deletes_the_topology_it_declared(mongodb_url: str) -> None:
     await backend.start([service])
     connection = await backend.connect()
     await connection.declare_topology([service])
-    queues = [p.command_queue(service), p.reply_queue(service)]
+    queues = [protocol.command_queue(service), protocol.reply_queue(service)]
     await backend.close()
 
     admin = await aio_pika.connect(amqp_url(), timeout=10)

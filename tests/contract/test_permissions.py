@@ -24,13 +24,8 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
-from participants_sdk import (
-    AccessRefused,
-    CommandContext,
-    Participant,
-    RabbitBroker,
-    WireMessage,
-)
+from participants_sdk import CommandContext, Participant, RabbitBroker
+from participants_sdk.errors import AccessRefused
 from participants_sdk.protocol import (
     COMMANDS_EXCHANGE,
     CONTROL_EXCHANGE,
@@ -42,6 +37,7 @@ from participants_sdk.protocol import (
     H_STEP,
     H_VERSION,
     H_VISIT,
+    WireMessage,
     command_queue,
     dead_letter_queue,
     reply_queue,

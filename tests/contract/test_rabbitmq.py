@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from broker_support import RabbitBackend, Recorder, collect, open_backend
 
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 from participants_sdk._rabbit_link import Link
 from participants_sdk.errors import BrokerUnreachable, TopologyError
 from participants_sdk.protocol import WireMessage
@@ -61,7 +61,7 @@ async def test_queues_carry_the_arguments_of_the_design(backend):
     await broker.declare_queue(queue)
 
     await redeclare(backend.url, queue, quorum_arguments(queue, 20))
-    await redeclare(backend.url, p.dead_letter_queue(queue), {"x-queue-type": "quorum"})
+    await redeclare(backend.url, protocol.dead_letter_queue(queue), {"x-queue-type": "quorum"})
     with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
         await redeclare(
             backend.url, queue, {**quorum_arguments(queue, 20), "x-overflow": "drop-head"}
@@ -134,14 +134,14 @@ async def test_a_poison_message_ends_in_the_dlq_after_the_delivery_limit(backend
         await delivery.requeue()
 
     await broker.consume(queue, always_requeue)
-    [letter] = await collect(broker, p.dead_letter_queue(queue), expect=1, within=5)
+    [letter] = await collect(broker, protocol.dead_letter_queue(queue), expect=1, within=5)
     assert counts == [0, 1, 2]  # delivered delivery_limit + 1 times, as the memory broker does
     assert letter.correlation_id == "saga-7"
     assert letter.headers == {  # read from x-death: the same headers as a dead_letter() gives
-        p.H_DEAD_LETTER_REASON: "delivery limit exceeded",
-        p.H_DEAD_LETTER_QUEUE: queue,
-        p.H_ORIGINAL_EXCHANGE: "",
-        p.H_ORIGINAL_ROUTING_KEY: queue,
+        protocol.H_DEAD_LETTER_REASON: "delivery limit exceeded",
+        protocol.H_DEAD_LETTER_QUEUE: queue,
+        protocol.H_ORIGINAL_EXCHANGE: "",
+        protocol.H_ORIGINAL_ROUTING_KEY: queue,
     }
 
 

@@ -8,7 +8,6 @@ import json
 import uuid
 
 import pytest
-from conftest import build_saga
 from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
 from orchestrator.cli.sagas_cmd import parse_time
 from orchestrator.core.saga import HistoryEntry, SagaStatus
+from tests.contract.conftest import build_saga
 from tests.services import with_database
 
 pytestmark = pytest.mark.mongo

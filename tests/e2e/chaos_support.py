@@ -27,8 +27,8 @@ from e2e_outcomes import PLAN, expected_outcome, finish_timeout, ledger_problems
 from e2e_processes import REPO, SERVICES, ProcessGroup, Service
 from e2e_store import load_sagas, wait_finished
 
-from orchestrator.adapters import rabbit_dlq
 from orchestrator.adapters.mongo import MongoSagaStore
+from orchestrator.adapters.rabbitmq import dead_letters as dlq
 from orchestrator.core.saga import Saga
 from orchestrator.demo.journal import applied_counts, read_records
 
@@ -103,13 +103,13 @@ def recovery(
 async def dead_letters(amqp_url: str, services: Iterable[str] = SERVICES) -> dict[str, int]:
     """Every dead letter in the topology's DLQs, read without taking them: "queue: reason"
     (the reason cut at its first details) -> count."""
-    connection = await rabbit_dlq.connect(amqp_url)
+    connection = await dlq.connect(amqp_url)
     counted: collections.Counter[str] = collections.Counter()
     try:
-        for queue in rabbit_dlq.dead_letter_queues(services):
+        for queue in dlq.dead_letter_queues(services):
             try:
-                letters = await rabbit_dlq.browse(connection, queue, limit=None)
-            except rabbit_dlq.QueueMissing:
+                letters = await dlq.browse(connection, queue, limit=None)
+            except dlq.QueueMissing:
                 continue  # never declared: holds nothing
             for letter in letters:
                 counted[f"{queue}: {_short(letter.reason)}"] += 1

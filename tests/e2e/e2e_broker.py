@@ -16,9 +16,9 @@ from e2e_processes import SERVICES
 
 from orchestrator.demo.participants import example_order
 from orchestrator.testing.backends import delete_queues, topology_queues
-from participants_sdk import protocol as p
-from participants_sdk.control import SagaClient
+from participants_sdk import protocol
 from participants_sdk.rabbitmq import RabbitBroker
+from participants_sdk.saga_client import SagaClient
 
 
 async def reset_broker(url: str, services: Iterable[str]) -> list[str]:
@@ -65,11 +65,11 @@ async def publish_raw(
     type: str,  # noqa: A002 - the AMQP property
     correlation_id: str | None = None,
     headers: dict[str, Any] | None = None,
-    content_type: str = p.CONTENT_TYPE_JSON,
+    content_type: str = protocol.CONTENT_TYPE_JSON,
 ) -> str:
     """Publish exactly these bytes and properties, bypassing the SDK's encoding, confirmed;
     returns the message id."""
-    message_id = p.new_message_id()
+    message_id = protocol.new_message_id()
     connection = await aio_pika.connect(url, timeout=10)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -105,7 +105,7 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return header_text(self.headers, p.H_DEAD_LETTER_REASON) or ""
+        return header_text(self.headers, protocol.H_DEAD_LETTER_REASON) or ""
 
 
 async def read_queue(

@@ -15,8 +15,8 @@ from e2e_outcomes import PLAN, check_outcomes, order_ids
 from e2e_processes import E2E_MACHINES, start_shop, wait_until
 from e2e_store import wait_finished
 
-from orchestrator.adapters import rabbit_dlq
-from participants_sdk import protocol as p
+from orchestrator.adapters.rabbitmq import dead_letters
+from participants_sdk import protocol
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
@@ -24,13 +24,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 def reply_headers(**changes: object) -> dict[str, object]:
     """The headers of a payment reply to a saga's first payment attempt; `None` drops one."""
     headers: dict[str, object] = {
-        p.H_MACHINE: "order",
-        p.H_VERSION: 1,
-        p.H_STEP: "execute_payment",
-        p.H_VISIT: 1,
-        p.H_ATTEMPT: 1,
-        p.H_IDEMPOTENCY_KEY: "ghost:execute_payment:1",
-        p.H_SERVICE: "payment",
+        protocol.H_MACHINE: "order",
+        protocol.H_VERSION: 1,
+        protocol.H_STEP: "execute_payment",
+        protocol.H_VISIT: 1,
+        protocol.H_ATTEMPT: 1,
+        protocol.H_IDEMPOTENCY_KEY: "ghost:execute_payment:1",
+        protocol.H_SERVICE: "payment",
         **changes,
     }
     return {name: value for name, value in headers.items() if value is not None}
@@ -53,30 +53,32 @@ Expected = dict[str, tuple[str, str]]
 
 async def send_bad_replies(url: str, expected: Expected) -> None:
     """Thirteen bad replies on the payment reply queue."""
-    queue = p.reply_queue("payment")
+    queue = protocol.reply_queue("payment")
 
     async def bad(reason: str, body: bytes = GOOD, **changes) -> None:
         props = {**REPLY, "headers": reply_headers(**changes.pop("headers", {})), **changes}
-        message_id = await publish_raw(url, p.REPLIES_EXCHANGE, "payment", body, **props)
+        message_id = await publish_raw(url, protocol.REPLIES_EXCHANGE, "payment", body, **props)
         expected[message_id] = (queue, reason)
 
     await bad(INVALID + "body is not valid JSON", b'{"payment_id": ')
     await bad("unknown_saga: no saga with id 'ghost'")
-    oversize = json.dumps({"payment_id": "pay-1", "pad": "x" * (p.MAX_BODY_BYTES + 1)}).encode()
+    oversize = json.dumps(
+        {"payment_id": "pay-1", "pad": "x" * (protocol.MAX_BODY_BYTES + 1)}
+    ).encode()
     await bad(INVALID + f"body of {len(oversize)} bytes exceeds the limit", oversize)
     await bad(
-        INVALID + f"header {p.H_ATTEMPT} must be an integer or a decimal string, got 'abc'",
-        headers={p.H_ATTEMPT: "abc"},
+        INVALID + f"header {protocol.H_ATTEMPT} must be an integer or a decimal string, got 'abc'",
+        headers={protocol.H_ATTEMPT: "abc"},
     )
-    await bad(INVALID + f"header {p.H_STEP} is missing", headers={p.H_STEP: None})
+    await bad(INVALID + f"header {protocol.H_STEP} is missing", headers={protocol.H_STEP: None})
     await bad(INVALID + "content type 'text/plain'", content_type="text/plain")
     await bad(INVALID + "body is not valid UTF-8", b'{"payment_id": "\xff\xfe"}')
     await bad(INVALID + "body is JSON nested too deeply", NESTED)
     await bad(INVALID + "body must be a JSON object, got list", b'["pay-1"]')
     await bad(INVALID + "type (the event name) is missing", type="")
     await bad(INVALID + "correlation_id (the saga id) is missing", correlation_id=None)
-    await bad("invalid: ", headers={p.H_STEP: "teleport"}, **VICTIM)
-    await bad("invalid: ", headers={p.H_MACHINE: "refund_flow"}, **VICTIM)
+    await bad("invalid: ", headers={protocol.H_STEP: "teleport"}, **VICTIM)
+    await bad("invalid: ", headers={protocol.H_MACHINE: "refund_flow"}, **VICTIM)
 
 
 async def send_bad_control(url: str, expected: Expected) -> None:
@@ -85,9 +87,14 @@ async def send_bad_control(url: str, expected: Expected) -> None:
     async def bad(reason: str, verb: str, body: dict | bytes) -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         message_id = await publish_raw(
-            url, p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY, raw, type=verb, correlation_id="x"
+            url,
+            protocol.CONTROL_EXCHANGE,
+            protocol.CONTROL_ROUTING_KEY,
+            raw,
+            type=verb,
+            correlation_id="x",
         )
-        expected[message_id] = (p.CONTROL_QUEUE, reason)
+        expected[message_id] = (protocol.CONTROL_QUEUE, reason)
 
     await bad("unknown_machine:", "start", {"machine": "no_such_machine", "saga_id": "stray-1"})
     await bad(INVALID + "unknown control verb 'explode'", "explode", {"saga_id": "stray-2"})
@@ -100,17 +107,21 @@ async def send_bad_control(url: str, expected: Expected) -> None:
 async def dead_letter_problems(url: str, expected: Expected) -> list[str]:
     """What is not in its DLQ with the reason expected, once they all arrived (or 30 s)."""
     letters = {}
-    connection = await rabbit_dlq.connect(url)
+    connection = await dead_letters.connect(url)
     try:
         for queue in sorted({q for q, _ in expected.values()}):
             want = sum(1 for q, _ in expected.values() if q == queue)
 
             async def arrived(queue: str = queue, want: int = want) -> list | None:
-                got = await rabbit_dlq.browse(connection, p.dead_letter_queue(queue), limit=None)
+                got = await dead_letters.browse(
+                    connection, protocol.dead_letter_queue(queue), limit=None
+                )
                 return got if len(got) >= want else None
 
             async def seen(queue: str = queue) -> str:
-                got = await rabbit_dlq.browse(connection, p.dead_letter_queue(queue), limit=None)
+                got = await dead_letters.browse(
+                    connection, protocol.dead_letter_queue(queue), limit=None
+                )
                 return "\n".join(f"{g.message_id}: {g.reason}" for g in got)
 
             for letter in await wait_until(
@@ -165,7 +176,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason(
     # A reply to a step of the victim that is no longer pending: acked, counted as ignored.
     ignored_before = ignored(await daemon.metrics())
     await publish_raw(
-        url, p.REPLIES_EXCHANGE, "payment", GOOD, headers=reply_headers(), **REPLY | VICTIM
+        url, protocol.REPLIES_EXCHANGE, "payment", GOOD, headers=reply_headers(), **REPLY | VICTIM
     )
 
     problems = await dead_letter_problems(url, expected)
@@ -228,14 +239,17 @@ async def test_broken_handler_is_retried_dead_lettered_and_its_step_times_out(
     # Each attempt of deliver_order is retried by the participant, then dead-lettered.
     delivery = services["delivery"]
     letters = await read_queue(
-        processes.amqp_url, p.dead_letter_queue(p.command_queue("delivery")), expect=2, timeout=40
+        processes.amqp_url,
+        protocol.dead_letter_queue(protocol.command_queue("delivery")),
+        expect=2,
+        timeout=40,
     )
     assert len(letters) == 2, f"{letters}\n{delivery.tail()}"
     for letter in letters:
         assert letter.type == "deliver_order"
         assert letter.reason.startswith("handler failed 6 times: RuntimeError: "), letter.reason
-        assert letter.headers.get(p.H_RETRIES) == 5, letter.headers
-    assert sorted(letter.headers.get(p.H_ATTEMPT) for letter in letters) == [1, 2]
+        assert letter.headers.get(protocol.H_RETRIES) == 5, letter.headers
+    assert sorted(letter.headers.get(protocol.H_ATTEMPT) for letter in letters) == [1, 2]
 
     # With growing delays between the tries: from the participant's log.
     delivery.stop()
@@ -259,6 +273,6 @@ async def test_broken_handler_is_retried_dead_lettered_and_its_step_times_out(
         assert all(b > a for a, b in itertools.pairwise(gaps)), gaps
         assert all(gap >= 0.9 * delay for gap, delay in zip(gaps, delays, strict=True)), gaps
         report(
-            f"deliver_order attempt {letter.headers.get(p.H_ATTEMPT)}: delays {delays}, "
+            f"deliver_order attempt {letter.headers.get(protocol.H_ATTEMPT)}: delays {delays}, "
             f"seen {gaps} s apart, then dead-lettered"
         )

@@ -42,8 +42,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from orchestrator.adapters import rabbit_dlq
-from participants_sdk import protocol as p
+from orchestrator.adapters.rabbitmq import dead_letters as dlq
+from participants_sdk import protocol
 from tests.contract import amqp_raw as raw
 from tests.services import rabbitmqctl
 
@@ -58,17 +58,17 @@ SERVICES = ("payment", "stock", "delivery")
 EVENTS = ("payment_executed", "order_prepared", "order_delivered", "payment_failed")
 VERBS = ("start", "abort", "retry", "resume", "explode", "")
 SAGA_HEADERS = (
-    p.H_MACHINE,
-    p.H_VERSION,
-    p.H_STEP,
-    p.H_VISIT,
-    p.H_ATTEMPT,
-    p.H_IDEMPOTENCY_KEY,
-    p.H_SERVICE,
-    p.H_REJECTED,
-    p.H_TRACEPARENT,
-    p.H_RETRIES,
-    p.H_DEAD_LETTER_REASON,
+    protocol.H_MACHINE,
+    protocol.H_VERSION,
+    protocol.H_STEP,
+    protocol.H_VISIT,
+    protocol.H_ATTEMPT,
+    protocol.H_IDEMPOTENCY_KEY,
+    protocol.H_SERVICE,
+    protocol.H_REJECTED,
+    protocol.H_TRACEPARENT,
+    protocol.H_RETRIES,
+    protocol.H_DEAD_LETTER_REASON,
 )
 
 
@@ -136,13 +136,13 @@ HEADER_NAMES = st.one_of(st.sampled_from(SAGA_HEADERS), st.text(min_size=1, max_
 def well_formed(service: str, ghost: str) -> list[tuple[raw.Key, raw.Field]]:
     """The headers of a proper reply of `service` (to a saga that does not exist)."""
     return [
-        (p.H_MACHINE, ("S", "order")),
-        (p.H_VERSION, ("b", 1)),
-        (p.H_STEP, ("S", "execute_payment")),
-        (p.H_VISIT, ("b", 1)),
-        (p.H_ATTEMPT, ("b", 1)),
-        (p.H_IDEMPOTENCY_KEY, ("S", f"{ghost}:execute_payment:1")),
-        (p.H_SERVICE, ("S", service)),
+        (protocol.H_MACHINE, ("S", "order")),
+        (protocol.H_VERSION, ("b", 1)),
+        (protocol.H_STEP, ("S", "execute_payment")),
+        (protocol.H_VISIT, ("b", 1)),
+        (protocol.H_ATTEMPT, ("b", 1)),
+        (protocol.H_IDEMPOTENCY_KEY, ("S", f"{ghost}:execute_payment:1")),
+        (protocol.H_SERVICE, ("S", service)),
     ]
 
 
@@ -204,11 +204,11 @@ def hostile_messages(draw: st.DrawFn) -> Hostile:
     if draw(st.integers(0, 3)) == 0:
         return draw(proper_messages(ghost, to_control=to_control))
     if to_control:
-        exchange, key = p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY
+        exchange, key = protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY
         kinds = ["not_json", "not_object", "deep", "huge", "poison_start", "ghost_request"]
         types = _shortstr(st.sampled_from(VERBS))
     else:
-        exchange, key = p.REPLIES_EXCHANGE, draw(st.sampled_from(SERVICES))
+        exchange, key = protocol.REPLIES_EXCHANGE, draw(st.sampled_from(SERVICES))
         kinds = ["not_json", "not_object", "deep", "huge", "poison", "object"]
         types = _shortstr(st.sampled_from(EVENTS))
     body_kind = draw(st.sampled_from(kinds))
@@ -220,7 +220,7 @@ def hostile_messages(draw: st.DrawFn) -> Hostile:
     elif body_kind == "deep":
         body = draw(st.integers(1_100, 50_000))
     elif body_kind == "huge":
-        body = draw(st.integers(p.MAX_BODY_BYTES + 1, 2 * p.MAX_BODY_BYTES))
+        body = draw(st.integers(protocol.MAX_BODY_BYTES + 1, 2 * protocol.MAX_BODY_BYTES))
     elif body_kind in ("poison", "poison_start"):
         body = draw(POISON)
     elif body_kind == "ghost_request":
@@ -229,7 +229,7 @@ def hostile_messages(draw: st.DrawFn) -> Hostile:
         body = draw(st.dictionaries(st.text(max_size=10), st.integers() | st.text(), max_size=5))
     correlation = draw(_shortstr(st.just(ghost)))
     properties = {
-        "message_id": draw(_shortstr(st.just(p.new_message_id()))),
+        "message_id": draw(_shortstr(st.just(protocol.new_message_id()))),
         "message_type": draw(types),
         "correlation_id": ghost if correlation is None and not to_control else correlation,
         "content_type": draw(
@@ -251,18 +251,22 @@ def proper_messages(draw: st.DrawFn, ghost: str, *, to_control: bool) -> Hostile
         body = {"saga_id": ghost, "operator": "wire-test"}
         if verb == "start":
             body = {"saga_id": ghost, "machine": "no_such_machine", "data": {}}
-        exchange, key, kind = p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY, "ghost_request"
+        exchange, key, kind = (
+            protocol.CONTROL_EXCHANGE,
+            protocol.CONTROL_ROUTING_KEY,
+            "ghost_request",
+        )
         headers: list[tuple[raw.Key, raw.Field]] = []
     else:
         verb = draw(st.sampled_from(EVENTS))
         service = draw(st.sampled_from(SERVICES))
-        exchange, key, kind = p.REPLIES_EXCHANGE, service, "object"
+        exchange, key, kind = protocol.REPLIES_EXCHANGE, service, "object"
         body, headers = {"payment_id": "p"}, well_formed(service, ghost)
     properties: dict[str, raw.Key | None] = {
-        "message_id": p.new_message_id(),
+        "message_id": protocol.new_message_id(),
         "message_type": verb,
         "correlation_id": ghost,
-        "content_type": p.CONTENT_TYPE_JSON,
+        "content_type": protocol.CONTENT_TYPE_JSON,
         "content_encoding": None,
     }
     return Hostile(exchange, key, kind, body, headers, properties)
@@ -335,13 +339,13 @@ async def publish_all(url: str, messages: list[Hostile]) -> dict[str, Hostile]:
     return sent
 
 
-async def dead_letters(url: str) -> list[rabbit_dlq.DeadLetter]:
-    connection = await rabbit_dlq.connect(url)
+async def dead_letters(url: str) -> list[dlq.DeadLetter]:
+    connection = await dlq.connect(url)
     try:
-        queues = [p.reply_queue(s) for s in SERVICES] + [p.CONTROL_QUEUE]
-        found: list[rabbit_dlq.DeadLetter] = []
+        queues = [protocol.reply_queue(s) for s in SERVICES] + [protocol.CONTROL_QUEUE]
+        found: list[dlq.DeadLetter] = []
         for queue in queues:
-            found += await rabbit_dlq.browse(connection, p.dead_letter_queue(queue), limit=None)
+            found += await dlq.browse(connection, protocol.dead_letter_queue(queue), limit=None)
         return found
     finally:
         await connection.close()
@@ -379,7 +383,7 @@ async def test_hostile_messages_are_each_dead_lettered_once_while_sagas_run(
     published_s = time.monotonic() - began
     assert len(sent) == len(messages)
 
-    async def all_dead_lettered() -> list[rabbit_dlq.DeadLetter] | None:
+    async def all_dead_lettered() -> list[dlq.DeadLetter] | None:
         found = await dead_letters(url)
         return found if len(found) >= len(sent) else None
 
@@ -416,7 +420,7 @@ async def test_hostile_messages_are_each_dead_lettered_once_while_sagas_run(
         busy = {
             queue: depth
             for queue, depth in (await asyncio.to_thread(queue_depths, url)).items()
-            if (queue.endswith(".replies") or queue == p.CONTROL_QUEUE) and depth != (0, 0)
+            if (queue.endswith(".replies") or queue == protocol.CONTROL_QUEUE) and depth != (0, 0)
         }
         return not busy
 

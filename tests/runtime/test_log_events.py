@@ -8,7 +8,6 @@ The runtime logs no event per saga started or finished: `runtime_stopped` counts
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -23,20 +22,6 @@ from participants_sdk import protocol
 pytestmark = pytest.mark.asyncio
 
 LogEntries = list[dict[str, Any]]
-LazyLogger = type(structlog.get_logger())
-
-
-@pytest.fixture(autouse=True)
-def _loggers_not_cached() -> None:
-    """Commands run in-process by earlier tests (the CLI's) configure structlog to cache each
-    module's logger on first use: one used then keeps that configuration's processors, which
-    `capture_logs` does not reach. Dropped here, each assembles itself from the configuration
-    in force again."""
-    for name, module in list(sys.modules.items()):
-        if module is not None and name.startswith(("orchestrator.", "participants_sdk.")):
-            for value in list(vars(module).values()):
-                if isinstance(value, LazyLogger):
-                    vars(value).pop("bind", None)
 
 
 def captured():

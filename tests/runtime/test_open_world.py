@@ -22,7 +22,7 @@ from orchestrator.core.messages import StartSaga
 from orchestrator.core.saga import SagaStatus
 from orchestrator.errors import StartRefused
 from orchestrator.testing import SagaHarness, ScriptedService
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 from participants_sdk.limits import UnstorableData
 from participants_sdk.transport import Delivery
 
@@ -33,7 +33,7 @@ class DeadLetters:
     """Takes what reaches one DLQ, through the harness's broker (either backend)."""
 
     def __init__(self) -> None:
-        self.letters: list[p.WireMessage] = []
+        self.letters: list[protocol.WireMessage] = []
         self.arrived = asyncio.Event()
 
     @classmethod
@@ -46,11 +46,11 @@ class DeadLetters:
             taken.arrived.set()
             await delivery.ack()
 
-        await connection.consume(p.dead_letter_queue(queue), take)
+        await connection.consume(protocol.dead_letter_queue(queue), take)
         return taken
 
     def reasons(self) -> list[str]:
-        return [str(m.header_display(p.H_DEAD_LETTER_REASON)) for m in self.letters]
+        return [str(m.header_display(protocol.H_DEAD_LETTER_REASON)) for m in self.letters]
 
     async def wait(self, count: int, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
@@ -61,26 +61,32 @@ class DeadLetters:
 
 
 def reply_to(
-    command: p.WireMessage,
+    command: protocol.WireMessage,
     event: str,
     payload: dict[str, Any] | bytes | None = None,
     *,
     service: str,
-    content_type: str = p.CONTENT_TYPE_JSON,
+    content_type: str = protocol.CONTENT_TYPE_JSON,
     content_encoding: str = "",
     **header_changes: Any,
-) -> p.WireMessage:
+) -> protocol.WireMessage:
     """A reply to `command` built by hand, as a participant in another language would."""
     headers: dict[str, Any] = {
         name: command.headers[name]
-        for name in (p.H_MACHINE, p.H_VERSION, p.H_STEP, p.H_VISIT, p.H_ATTEMPT)
+        for name in (
+            protocol.H_MACHINE,
+            protocol.H_VERSION,
+            protocol.H_STEP,
+            protocol.H_VISIT,
+            protocol.H_ATTEMPT,
+        )
     }
-    headers[p.H_IDEMPOTENCY_KEY] = command.headers[p.H_IDEMPOTENCY_KEY]
-    headers[p.H_SERVICE] = service
+    headers[protocol.H_IDEMPOTENCY_KEY] = command.headers[protocol.H_IDEMPOTENCY_KEY]
+    headers[protocol.H_SERVICE] = service
     headers.update(header_changes)
     body = payload if isinstance(payload, bytes) else json.dumps(payload or {}).encode()
-    return p.WireMessage(
-        message_id=p.new_message_id(),
+    return protocol.WireMessage(
+        message_id=protocol.new_message_id(),
         type=event,
         body=body,
         correlation_id=command.correlation_id,
@@ -90,9 +96,11 @@ def reply_to(
     )
 
 
-async def send(service: ScriptedService, message: p.WireMessage, key: str | None = None) -> None:
+async def send(
+    service: ScriptedService, message: protocol.WireMessage, key: str | None = None
+) -> None:
     assert service.connection is not None
-    await service.connection.publish(p.REPLIES_EXCHANGE, key or service.service, message)
+    await service.connection.publish(protocol.REPLIES_EXCHANGE, key or service.service, message)
 
 
 def events(saga: Any, kind: str) -> list[tuple[str | None, int | None]]:
@@ -110,7 +118,7 @@ async def test_booleans_and_integers_sent_as_strings_are_read_as_such(
     payment, stock = manual["payment"], manual["stock"]
     await harness.start("order", order("o-1"), "o-1")
     command = await payment.next_command()
-    strings = {p.H_VERSION: "1", p.H_VISIT: "1", p.H_ATTEMPT: "1"}
+    strings = {protocol.H_VERSION: "1", protocol.H_VISIT: "1", protocol.H_ATTEMPT: "1"}
     await send(
         payment,
         reply_to(
@@ -119,16 +127,20 @@ async def test_booleans_and_integers_sent_as_strings_are_read_as_such(
             {"payment_id": "p-1"},
             service="payment",
             content_type="application/json; charset=utf-8",
-            **{p.H_REJECTED: "false", **strings},
+            **{protocol.H_REJECTED: "false", **strings},
         ),
     )
     command = await stock.next_command()
-    await send(stock, reply_to(command, "out_of_stock", service="stock", **{p.H_REJECTED: "true"}))
+    await send(
+        stock, reply_to(command, "out_of_stock", service="stock", **{protocol.H_REJECTED: "true"})
+    )
     refund = await payment.next_command()
     assert refund.type == "refund_payment"
     await send(
         payment,
-        reply_to(refund, "payment_refunded", service="payment", **{p.H_REJECTED: bytearray(b"0")}),
+        reply_to(
+            refund, "payment_refunded", service="payment", **{protocol.H_REJECTED: bytearray(b"0")}
+        ),
     )
     await harness.drain()
 
@@ -142,23 +154,50 @@ async def test_booleans_and_integers_sent_as_strings_are_read_as_such(
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({p.H_ATTEMPT: " 1"}, f"header {p.H_ATTEMPT} must be an integer or a decimal string"),
-        ({p.H_ATTEMPT: "\u0661"}, f"header {p.H_ATTEMPT} must be an integer or a decimal string"),
-        ({p.H_ATTEMPT: "1.9"}, f"header {p.H_ATTEMPT} must be an integer or a decimal string"),
-        ({p.H_ATTEMPT: 1.0}, f"header {p.H_ATTEMPT} must be an integer or a decimal string"),
-        ({p.H_ATTEMPT: True}, f"header {p.H_ATTEMPT} must be an integer, got bool True"),
-        ({p.H_VISIT: "0x1"}, f"header {p.H_VISIT} must be an integer or a decimal string"),
-        ({p.H_REJECTED: "no"}, f"header {p.H_REJECTED} must be a boolean (true/false/1/0)"),
-        ({p.H_REJECTED: 2}, f"header {p.H_REJECTED} must be a boolean (true/false/1/0)"),
-        ({p.H_STEP: bytearray(b"\xff\xfe")}, f"header {p.H_STEP} is not valid UTF-8"),
-        ({p.H_STEP: ["execute_payment"]}, f"header {p.H_STEP} must be a string, got list"),
+        (
+            {protocol.H_ATTEMPT: " 1"},
+            f"header {protocol.H_ATTEMPT} must be an integer or a decimal string",
+        ),
+        (
+            {protocol.H_ATTEMPT: "\u0661"},
+            f"header {protocol.H_ATTEMPT} must be an integer or a decimal string",
+        ),
+        (
+            {protocol.H_ATTEMPT: "1.9"},
+            f"header {protocol.H_ATTEMPT} must be an integer or a decimal string",
+        ),
+        (
+            {protocol.H_ATTEMPT: 1.0},
+            f"header {protocol.H_ATTEMPT} must be an integer or a decimal string",
+        ),
+        (
+            {protocol.H_ATTEMPT: True},
+            f"header {protocol.H_ATTEMPT} must be an integer, got bool True",
+        ),
+        (
+            {protocol.H_VISIT: "0x1"},
+            f"header {protocol.H_VISIT} must be an integer or a decimal string",
+        ),
+        (
+            {protocol.H_REJECTED: "no"},
+            f"header {protocol.H_REJECTED} must be a boolean (true/false/1/0)",
+        ),
+        (
+            {protocol.H_REJECTED: 2},
+            f"header {protocol.H_REJECTED} must be a boolean (true/false/1/0)",
+        ),
+        ({protocol.H_STEP: bytearray(b"\xff\xfe")}, f"header {protocol.H_STEP} is not valid UTF-8"),
+        (
+            {protocol.H_STEP: ["execute_payment"]},
+            f"header {protocol.H_STEP} must be a string, got list",
+        ),
         ({"content_encoding": "gzip"}, "content encoding 'gzip' is not supported"),
         ({"content_type": "text/plain"}, "content type 'text/plain' is not application/json"),
         (
             {"content_type": "application/json; charset=latin-1"},
             "content type 'application/json; charset=latin-1': the body must be UTF-8 JSON",
         ),
-        ({p.H_SERVICE: None}, f"header {p.H_SERVICE} is missing"),
+        ({protocol.H_SERVICE: None}, f"header {protocol.H_SERVICE} is missing"),
     ],
     ids=lambda v: repr(v)[:40],
 )
@@ -166,7 +205,7 @@ async def test_header_values_outside_the_rules_are_dead_lettered_with_the_reason
     harness: SagaHarness, manual: dict[str, ScriptedService], changes: dict[str, Any], reason: str
 ) -> None:
     payment = manual["payment"]
-    letters = await DeadLetters.of(harness, p.reply_queue("payment"))
+    letters = await DeadLetters.of(harness, protocol.reply_queue("payment"))
     await harness.start("order", order("o-2"), "o-2")
     command = await payment.next_command()
     changes = dict(changes)  # the parameter is shared by both backends' runs
@@ -216,14 +255,14 @@ async def test_start_data_the_store_cannot_hold_is_refused_where_it_enters(
     assert problem in str(raised.value)
 
     # Through the control queue, as JSON: refused with the reason, never retried.
-    letters = await DeadLetters.of(harness, p.CONTROL_QUEUE)
+    letters = await DeadLetters.of(harness, protocol.CONTROL_QUEUE)
     body = {"machine": "order", "saga_id": "o-4", "data": {**order("o-4"), "extra": data}}
     text = json.dumps(body, allow_nan=True).replace("Infinity", "1e400")
     connection = await harness.connect()
     await connection.publish(
-        p.CONTROL_EXCHANGE,
-        p.CONTROL_ROUTING_KEY,
-        p.WireMessage(message_id="start:o-4", type="start", body=text.encode()),
+        protocol.CONTROL_EXCHANGE,
+        protocol.CONTROL_ROUTING_KEY,
+        protocol.WireMessage(message_id="start:o-4", type="start", body=text.encode()),
     )
     (reason,) = await letters.wait(1)
     assert reason.startswith("invalid_message: start data cannot be stored: $.extra"), reason
@@ -243,7 +282,7 @@ async def test_a_reply_the_store_cannot_hold_compensates_its_step_at_once(
     """The payment went through but its reply cannot be saved (`save_as: payment`): the step is
     compensated at once (not timed out minutes later), the reply kept in the DLQ."""
     payment = manual["payment"]
-    letters = await DeadLetters.of(harness, p.reply_queue("payment"))
+    letters = await DeadLetters.of(harness, protocol.reply_queue("payment"))
     await harness.start("order", order("o-5"), "o-5")
     command = await payment.next_command()
     await send(payment, reply_to(command, "payment_executed", payload, service="payment"))
@@ -268,8 +307,8 @@ async def test_a_reply_from_a_service_that_does_not_own_the_step_is_refused(
     harness: SagaHarness, manual: dict[str, ScriptedService]
 ) -> None:
     payment, stock = manual["payment"], manual["stock"]
-    stock_letters = await DeadLetters.of(harness, p.reply_queue("stock"))
-    payment_letters = await DeadLetters.of(harness, p.reply_queue("payment"))
+    stock_letters = await DeadLetters.of(harness, protocol.reply_queue("stock"))
+    payment_letters = await DeadLetters.of(harness, protocol.reply_queue("payment"))
     await harness.start("order", order("o-6"), "o-6")
     command = await payment.next_command()
 
@@ -299,7 +338,7 @@ async def test_a_reply_from_a_service_that_does_not_own_the_step_is_refused(
 async def test_a_second_start_with_other_data_is_refused_and_the_same_start_is_a_no_op(
     harness: SagaHarness,
 ) -> None:
-    letters = await DeadLetters.of(harness, p.CONTROL_QUEUE)
+    letters = await DeadLetters.of(harness, protocol.CONTROL_QUEUE)
     await harness.start("order", order("o-7"), "o-7")
     again = await harness.system.start_saga("order", order("o-7"), saga_id="o-7")
     assert again.disposition.value == "duplicate"
@@ -309,9 +348,9 @@ async def test_a_second_start_with_other_data_is_refused_and_the_same_start_is_a
     connection = await harness.connect()
     body = json.dumps({"machine": "order", "saga_id": "o-7", "data": order("o-8")}).encode()
     await connection.publish(
-        p.CONTROL_EXCHANGE,
-        p.CONTROL_ROUTING_KEY,
-        p.WireMessage(message_id="start:o-7", type="start", body=body),
+        protocol.CONTROL_EXCHANGE,
+        protocol.CONTROL_ROUTING_KEY,
+        protocol.WireMessage(message_id="start:o-7", type="start", body=body),
     )
     (reason,) = await letters.wait(1)
     assert reason.startswith("refused: saga 'o-7' exists with other data: it was started as order")
@@ -332,8 +371,8 @@ async def test_a_late_reply_to_an_earlier_attempt_of_the_visit_is_applied(
     await harness.advance(31)  # attempt 1 times out; backoff 2 s
     await harness.advance(3)
     second = await payment.next_command()
-    assert second.header_int(p.H_ATTEMPT) == 2
-    assert second.headers[p.H_IDEMPOTENCY_KEY] == first.headers[p.H_IDEMPOTENCY_KEY]
+    assert second.header_int(protocol.H_ATTEMPT) == 2
+    assert second.headers[protocol.H_IDEMPOTENCY_KEY] == first.headers[protocol.H_IDEMPOTENCY_KEY]
 
     await send(payment, reply_to(first, "payment_executed", {"payment_id": "p"}, service="payment"))
     await manual["stock"].next_command()
@@ -367,7 +406,7 @@ async def test_a_command_published_after_a_restart_gets_its_whole_timeout(
 
     await harness.rebuild()
     command = await manual["payment"].next_command()
-    assert command.header_int(p.H_ATTEMPT) == 1
+    assert command.header_int(protocol.H_ATTEMPT) == 1
     await harness.drain()
     saga = await harness.saga("o-10")
     assert saga.deadline == harness.clock.now() + dt.timedelta(seconds=30)

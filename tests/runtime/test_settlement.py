@@ -16,10 +16,10 @@ from orchestrator.core.messages import TimerFired
 from orchestrator.core.pauses import MachinePause, MachinePaused
 from orchestrator.errors import RuntimeStopped, SagawireError, StoreRefused
 from orchestrator.runtime.actor import UnknownSaga
+from orchestrator.runtime.codec import InvalidMessage
 from orchestrator.runtime.deliveries import NOT_RETRIED, REQUEUE, Deliveries
 from orchestrator.runtime.stats import RuntimeStats
 from orchestrator.runtime.system import ActorSystem, RuntimeSettings
-from orchestrator.runtime.wire import InvalidMessage
 from participants_sdk import protocol
 from participants_sdk.memory import MemoryBroker
 

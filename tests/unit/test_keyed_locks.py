@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.adapters.mongo.ferretdb import KeyedLocks
+from participants_sdk.keyed_locks import KeyedLocks
 
 pytestmark = pytest.mark.asyncio
 

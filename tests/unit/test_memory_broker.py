@@ -8,14 +8,16 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from participants_sdk import AlreadySettledError, BrokerClosed, MemoryBroker, TopologyError
-from participants_sdk.memory import DELIVERY_LIMIT_REASON, MemoryDelivery, topic_matches
+from participants_sdk import MemoryBroker
+from participants_sdk._memory_core import MemoryDelivery, topic_matches
+from participants_sdk.errors import AlreadySettledError, BrokerClosed, TopologyError
 from participants_sdk.protocol import (
     COMMANDS_EXCHANGE,
     CONTROL_EXCHANGE,
     CONTROL_QUEUE,
     CONTROL_ROUTING_KEY,
     DEAD_LETTER_EXCHANGE,
+    DELIVERY_LIMIT_REASON,
     H_DEAD_LETTER_QUEUE,
     H_DEAD_LETTER_REASON,
     H_ORIGINAL_EXCHANGE,

@@ -12,8 +12,6 @@ from pydantic import BaseModel
 
 from participants_sdk import (
     CommandContext,
-    DuplicateHandlerError,
-    HandlerSignatureError,
     MemoryBroker,
     MemoryDedupeStore,
     Participant,
@@ -21,9 +19,9 @@ from participants_sdk import (
     Reject,
     RetryLater,
     StoredReply,
-    WireMessage,
-    event_name_of,
 )
+from participants_sdk.errors import DuplicateHandlerError, HandlerSignatureError
+from participants_sdk.handlers import event_name_of
 from participants_sdk.protocol import (
     COMMANDS_EXCHANGE,
     H_ATTEMPT,
@@ -38,6 +36,7 @@ from participants_sdk.protocol import (
     H_TRACEPARENT,
     H_VERSION,
     H_VISIT,
+    WireMessage,
     command_queue,
     dead_letter_queue,
     reply_queue,

@@ -7,9 +7,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from orchestrator.adapters.rabbitmq.permissions import daemon_permissions, participant_permissions
 from orchestrator.cli import commands  # noqa: F401 - registers the sub-commands
 from orchestrator.cli.app import app
-from participants_sdk.permissions import daemon_permissions, participant_permissions
 
 STOCK_OWN = [
     "sagawire.stock.commands.retry",

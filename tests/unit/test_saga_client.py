@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from participants_sdk import MemoryBroker, NotConfirmed, SagaClient
-from participants_sdk import protocol as p
+from participants_sdk import MemoryBroker, SagaClient, protocol
+from participants_sdk.errors import NotConfirmed
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,7 +33,7 @@ async def test_an_unconfirmed_start_is_sent_again_with_the_same_message_id():
     await flaky.declare_topology([])
     saga_id = await SagaClient(flaky).start_saga("order", {"order_id": "o-1"}, saga_id="o-1")
     assert saga_id == "o-1"
-    sent = broker.messages(p.CONTROL_QUEUE)
+    sent = broker.messages(protocol.CONTROL_QUEUE)
     assert [m.message_id for m in sent] == ["start:o-1"] * 3  # one start, whatever arrives
 
 
@@ -43,7 +43,7 @@ async def test_a_start_never_confirmed_fails_after_its_attempts():
     await flaky.declare_topology([])
     with pytest.raises(NotConfirmed):
         await SagaClient(flaky, start_attempts=2).start_saga("order", {}, saga_id="o-2")
-    assert len(broker.messages(p.CONTROL_QUEUE)) == 2
+    assert len(broker.messages(protocol.CONTROL_QUEUE)) == 2
 
 
 async def test_start_attempts_must_be_positive():

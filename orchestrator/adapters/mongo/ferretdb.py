@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import structlog
@@ -48,6 +48,7 @@ from orchestrator.adapters.mongo.documents import (
 )
 from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.errors import VersionConflict
+from participants_sdk.keyed_locks import KeyedLocks
 
 log = structlog.get_logger("sagawire.store")
 
@@ -239,27 +240,3 @@ class ProjectionChecks:
         self._due.clear()
         self._latest.clear()
         self._scheduled.clear()
-
-
-class KeyedLocks:
-    """One asyncio lock per key (a saga id), made on first use and dropped when nobody holds it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        """Keys with a lock now (held or waited for)."""
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[key] -= 1
-            if self._users[key] == 0:
-                del self._users[key], self._locks[key]

@@ -1,4 +1,4 @@
-"""Control requests: what the `sagawire.control` queue accepts, and a client that sends them.
+"""Starting a saga: the body of a start request, and the client that sends it to the daemon.
 
     client = SagaClient(broker)
     saga_id = await client.start_saga("order", {"order_id": "o-1", ...}, saga_id="o-1")
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Final, Literal
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,9 +22,6 @@ from participants_sdk.transport import Broker
 
 _log = structlog.get_logger(__name__)
 
-CONTROL_VERBS: Final = ("start", "abort", "retry", "resume")
-OperatorVerb = Literal["abort", "retry", "resume"]
-
 
 class StartRequest(BaseModel):
     """Body of a `start` request."""
@@ -35,22 +32,12 @@ class StartRequest(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class OperatorCommand(BaseModel):
-    """Body of an `abort`, `retry` or `resume` request."""
-
-    model_config = ConfigDict(extra="forbid")
-    saga_id: str = Field(min_length=1, max_length=200)
-    operator: str = Field(min_length=1)
-    compensate: bool = False
-    reason: str | None = None
-
-
 class SagaClient:
-    """Starts sagas and sends operator requests through the control queue.
+    """Starts sagas through the control queue.
 
     A start the broker never confirmed because the connection went mid-publish is sent again,
     up to `start_attempts` times in all: the orchestrator starts one saga per id whatever
-    arrives twice. Operator requests are sent once.
+    arrives twice.
     """
 
     def __init__(self, broker: Broker, *, start_attempts: int = 5) -> None:
@@ -88,25 +75,15 @@ class SagaClient:
                 break
         return request.saga_id
 
-    async def request(
-        self,
-        verb: OperatorVerb,
-        saga_id: str,
-        *,
-        operator: str,
-        compensate: bool = False,
-        reason: str | None = None,
-    ) -> str:
-        """Send an operator request; returns its request id (the message id)."""
-        body = OperatorCommand(
-            saga_id=saga_id, operator=operator, compensate=compensate, reason=reason
-        )
-        request_id = uuid.uuid4().hex
-        await self._send(verb, body.model_dump(mode="json"), request_id)
-        return request_id
-
     async def _send(self, verb: str, body: dict[str, Any], message_id: str) -> None:
-        message = protocol.WireMessage.json(
-            type=verb, payload=body, correlation_id=body["saga_id"], message_id=message_id
-        )
-        await self._broker.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, message)
+        await send_control_request(self._broker, verb, body, message_id)
+
+
+async def send_control_request(
+    broker: Broker, verb: str, body: dict[str, Any], message_id: str
+) -> None:
+    """Publish one request to the control queue; `body["saga_id"]` is its correlation id."""
+    message = protocol.WireMessage.json(
+        type=verb, payload=body, correlation_id=body["saga_id"], message_id=message_id
+    )
+    await broker.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, message)

@@ -23,19 +23,18 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from participants_sdk import _rabbit_topology as t
-from participants_sdk import protocol as p
+from participants_sdk import amqp, protocol
 from participants_sdk.headers import HeaderError
 from participants_sdk.redaction import redact
 
 DEFAULT_MAX_REPLAYS = 3
 _DROPPED_ON_REPLAY = (
-    p.H_DEAD_LETTER_REASON,
-    p.H_DEAD_LETTER_QUEUE,
-    p.H_ORIGINAL_EXCHANGE,
-    p.H_ORIGINAL_ROUTING_KEY,
-    p.H_DEAD_LETTER_DROPPED_HEADERS,
-    p.H_RETRIES,  # a replayed command gets its participant's retries afresh
+    protocol.H_DEAD_LETTER_REASON,
+    protocol.H_DEAD_LETTER_QUEUE,
+    protocol.H_ORIGINAL_EXCHANGE,
+    protocol.H_ORIGINAL_ROUTING_KEY,
+    protocol.H_DEAD_LETTER_DROPPED_HEADERS,
+    protocol.H_RETRIES,  # a replayed command gets its participant's retries afresh
 )
 
 
@@ -47,7 +46,7 @@ class QueueMissing(LookupError):
 class DeadLetter:
     queue: str
     """The DLQ holding it."""
-    message: p.WireMessage
+    message: protocol.WireMessage
     delivery_count: int
 
     @property
@@ -56,25 +55,25 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.message.header_display(p.H_DEAD_LETTER_REASON) or "unknown"
+        return self.message.header_display(protocol.H_DEAD_LETTER_REASON) or "unknown"
 
     @property
     def from_queue(self) -> str:
-        queue = self.message.header_display(p.H_DEAD_LETTER_QUEUE)
+        queue = self.message.header_display(protocol.H_DEAD_LETTER_QUEUE)
         return queue or self.queue.removesuffix(".dlq")
 
     @property
     def exchange(self) -> str:
-        return self.message.header_display(p.H_ORIGINAL_EXCHANGE) or ""
+        return self.message.header_display(protocol.H_ORIGINAL_EXCHANGE) or ""
 
     @property
     def routing_key(self) -> str:
-        return self.message.header_display(p.H_ORIGINAL_ROUTING_KEY) or ""
+        return self.message.header_display(protocol.H_ORIGINAL_ROUTING_KEY) or ""
 
     @property
     def replays(self) -> int:
         try:
-            return self.message.header_int(p.H_REPLAY_COUNT) or 0
+            return self.message.header_int(protocol.H_REPLAY_COUNT) or 0
         except HeaderError:  # not one of ours: a replay starts counting again
             return 0
 
@@ -109,10 +108,10 @@ def _plain(value: Any) -> Any:  # noqa: ANN401 - an AMQP field value
 
 def dead_letter_queues(services: Iterable[str]) -> list[str]:
     """The DLQs of the topology for these services: control, then commands and replies."""
-    queues = [p.dead_letter_queue(p.CONTROL_QUEUE)]
+    queues = [protocol.dead_letter_queue(protocol.CONTROL_QUEUE)]
     for service in sorted(services):
-        queues.append(p.dead_letter_queue(p.command_queue(service)))
-        queues.append(p.dead_letter_queue(p.reply_queue(service)))
+        queues.append(protocol.dead_letter_queue(protocol.command_queue(service)))
+        queues.append(protocol.dead_letter_queue(protocol.reply_queue(service)))
     return queues
 
 
@@ -124,7 +123,7 @@ async def counts(connection: AbstractConnection, queue: str) -> tuple[int, int]:
     except aiormq.exceptions.ChannelNotFoundEntity:
         raise QueueMissing(queue) from None
     finally:
-        await t.close_quietly(channel)
+        await amqp.close_quietly(channel)
     result = declared.declaration_result
     return int(result.message_count or 0), int(result.consumer_count or 0)
 
@@ -148,7 +147,7 @@ async def _holding(connection: AbstractConnection) -> AsyncIterator[_Held]:
         yield held
     finally:
         try:
-            with contextlib.suppress(*t.AMQP_ERRORS):
+            with contextlib.suppress(*amqp.AMQP_ERRORS):
                 returned = held.unsettled()
                 for incoming in returned:
                     await incoming.nack(requeue=True)
@@ -158,7 +157,7 @@ async def _holding(connection: AbstractConnection) -> AsyncIterator[_Held]:
                 if returned:
                     await _counted_back(held, len(returned))
         finally:
-            await t.close_quietly(channel)
+            await amqp.close_quietly(channel)
 
 
 async def _counted_back(held: _Held, returned: int, *, within: float = 5.0) -> None:
@@ -199,7 +198,7 @@ async def _take_all(
         if incoming is None:
             break
         held.taken.append(incoming)
-        message, broker_headers = t.from_amqp(
+        message, broker_headers = amqp.from_amqp(
             incoming.properties,
             incoming.body,
             exchange=incoming.exchange,
@@ -275,18 +274,18 @@ async def replay(
                 await incoming.ack()
                 report.replayed.append(letter)
     finally:
-        await t.close_quietly(publisher)
+        await amqp.close_quietly(publisher)
     return report
 
 
 async def _republish(publisher: AbstractChannel, letter: DeadLetter) -> str | None:
     """Publish the copy and wait for the broker's confirm; what went wrong, or None."""
     headers = {k: v for k, v in letter.message.headers.items() if k not in _DROPPED_ON_REPLAY}
-    headers[p.H_REPLAY_COUNT] = letter.replays + 1
+    headers[protocol.H_REPLAY_COUNT] = letter.replays + 1
     copy = dataclasses.replace(letter.message, headers=headers)
     try:
         channel = await publisher.get_underlay_channel()
-        await t.publish(channel, letter.exchange, letter.routing_key, copy)
+        await amqp.publish(channel, letter.exchange, letter.routing_key, copy)
     except aiormq.exceptions.PublishError:
         return f"no queue is bound for key {letter.routing_key!r} on {letter.exchange!r}"
     except aiormq.exceptions.ChannelNotFoundEntity:
@@ -305,7 +304,7 @@ async def purge(connection: AbstractConnection, queue: str) -> int:
     except aiormq.exceptions.ChannelNotFoundEntity:
         raise QueueMissing(queue) from None
     finally:
-        await t.close_quietly(channel)
+        await amqp.close_quietly(channel)
     return int(result.message_count or 0)
 
 
@@ -316,4 +315,4 @@ async def connect(url: str) -> AbstractConnection:
             url, timeout=10, client_properties={"connection_name": "sagawire-cli"}
         )
     except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
-        raise t.unreachable(redact(url), exc) from None
+        raise amqp.unreachable(redact(url), exc) from None

@@ -35,7 +35,7 @@ import re
 import shlex
 from typing import Final
 
-from participants_sdk import protocol as p
+from participants_sdk import protocol
 
 _SERVICE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _ANY_SERVICE: Final = "[A-Za-z_][A-Za-z0-9_-]*"
@@ -65,14 +65,14 @@ def participant_permissions(service: str) -> Permissions:
     """What a RabbitMQ user for participant `service` needs, and no more."""
     if not _SERVICE.fullmatch(service):
         raise ValueError(f"service name {service!r} must match {_SERVICE.pattern}")
-    commands = re.escape(p.command_queue(service))
+    commands = re.escape(protocol.command_queue(service))
     retry = commands + r"\.retry"
     delays = commands + r"\.delay\.[0-9]+"
     return Permissions(
         configure=_any_of(retry, delays),
         write=_any_of(
-            re.escape(p.REPLIES_EXCHANGE),
-            re.escape(p.DEAD_LETTER_EXCHANGE),
+            re.escape(protocol.REPLIES_EXCHANGE),
+            re.escape(protocol.DEAD_LETTER_EXCHANGE),
             commands,
             retry,
             delays,

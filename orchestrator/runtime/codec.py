@@ -12,46 +12,49 @@ from pydantic import ValidationError
 from orchestrator.core.messages import OperatorRequest, StartSaga, StepReply
 from orchestrator.core.saga import OutgoingCommand
 from orchestrator.errors import SagawireError
-from participants_sdk import protocol as p
-from participants_sdk.control import CONTROL_VERBS, OperatorCommand, StartRequest
+from orchestrator.runtime.control import CONTROL_VERBS, OperatorCommand
+from participants_sdk import protocol
 from participants_sdk.headers import HeaderError, check_json_content, describe
 from participants_sdk.limits import UnstorableData, check_storable
+from participants_sdk.saga_client import StartRequest
 
 
 class InvalidMessage(SagawireError):
     """A message that can never be processed; `reason` goes into the dead-letter headers."""
 
 
-def command_message(command: OutgoingCommand) -> p.WireMessage:
+def command_message(command: OutgoingCommand) -> protocol.WireMessage:
     headers: dict[str, Any] = {
-        p.H_MACHINE: command.machine,
-        p.H_VERSION: command.version,
-        p.H_STEP: command.step,
-        p.H_VISIT: command.visit,
-        p.H_ATTEMPT: command.attempt,
-        p.H_IDEMPOTENCY_KEY: command.idempotency_key,
-        p.H_SERVICE: command.service,
+        protocol.H_MACHINE: command.machine,
+        protocol.H_VERSION: command.version,
+        protocol.H_STEP: command.step,
+        protocol.H_VISIT: command.visit,
+        protocol.H_ATTEMPT: command.attempt,
+        protocol.H_IDEMPOTENCY_KEY: command.idempotency_key,
+        protocol.H_SERVICE: command.service,
     }
     if command.compensates is not None:
-        headers[p.H_COMPENSATES] = command.compensates
-    return p.WireMessage.json(
+        headers[protocol.H_COMPENSATES] = command.compensates
+    return protocol.WireMessage.json(
         type=command.name,
         payload=command.payload,
         correlation_id=command.saga_id,
         headers=headers,
         message_id=command.message_id,
-    ).routed(p.COMMANDS_EXCHANGE, p.command_routing_key(command.service, command.name))
+    ).routed(
+        protocol.COMMANDS_EXCHANGE, protocol.command_routing_key(command.service, command.name)
+    )
 
 
-def _body(message: p.WireMessage) -> dict[str, Any]:
+def _body(message: protocol.WireMessage) -> dict[str, Any]:
     try:
         check_json_content(message.content_type, message.content_encoding)
-        return p.decode_json_object(message.body)
-    except (p.BodyError, HeaderError) as exc:
+        return protocol.decode_json_object(message.body)
+    except (protocol.BodyError, HeaderError) as exc:
         raise InvalidMessage(str(exc)) from None
 
 
-def _require_header(message: p.WireMessage, name: str) -> str:
+def _require_header(message: protocol.WireMessage, name: str) -> str:
     try:
         value = message.header_str(name)
     except HeaderError as exc:
@@ -61,7 +64,7 @@ def _require_header(message: p.WireMessage, name: str) -> str:
     return value
 
 
-def _require_int_header(message: p.WireMessage, name: str) -> int:
+def _require_int_header(message: protocol.WireMessage, name: str) -> int:
     try:
         value = message.header_int(name)
     except HeaderError as exc:
@@ -73,20 +76,22 @@ def _require_int_header(message: p.WireMessage, name: str) -> int:
     return value
 
 
-def _bool_header(message: p.WireMessage, name: str) -> bool:
+def _bool_header(message: protocol.WireMessage, name: str) -> bool:
     try:
         return message.header_bool(name)
     except HeaderError as exc:
         raise InvalidMessage(str(exc)) from None
 
 
-def saga_id_of(message: p.WireMessage) -> str:
+def saga_id_of(message: protocol.WireMessage) -> str:
     if not message.correlation_id:
         raise InvalidMessage("correlation_id (the saga id) is missing")
     return message.correlation_id
 
 
-def parse_reply(message: p.WireMessage, *, queue: str | None = None) -> tuple[str, StepReply]:
+def parse_reply(
+    message: protocol.WireMessage, *, queue: str | None = None
+) -> tuple[str, StepReply]:
     """(saga id, reply) from a participant's reply taken from `queue`.
 
     The reply names its service twice, in the routing key and in `x-sagawire-service`; both must
@@ -96,26 +101,26 @@ def parse_reply(message: p.WireMessage, *, queue: str | None = None) -> tuple[st
     saga_id = saga_id_of(message)
     if not message.type:
         raise InvalidMessage("type (the event name) is missing")
-    service = _require_header(message, p.H_SERVICE)
+    service = _require_header(message, protocol.H_SERVICE)
     if message.routing_key != service:
         raise InvalidMessage(
             f"reply from service {describe(service)} was published with routing key "
             f"{describe(message.routing_key)}; a service replies with its own name as the key"
         )
-    if queue is not None and queue != p.reply_queue(service):
+    if queue is not None and queue != protocol.reply_queue(service):
         raise InvalidMessage(
             f"reply from service {describe(service)} arrived on {queue}, not on "
-            f"{p.reply_queue(service)}"
+            f"{protocol.reply_queue(service)}"
         )
     reply = StepReply(
-        step=_require_header(message, p.H_STEP),
-        visit=_require_int_header(message, p.H_VISIT),
-        attempt=_require_int_header(message, p.H_ATTEMPT),
+        step=_require_header(message, protocol.H_STEP),
+        visit=_require_int_header(message, protocol.H_VISIT),
+        attempt=_require_int_header(message, protocol.H_ATTEMPT),
         event=message.type,
         payload=_body(message),
-        rejected=_bool_header(message, p.H_REJECTED),
+        rejected=_bool_header(message, protocol.H_REJECTED),
         message_id=message.message_id,
-        machine=_require_header(message, p.H_MACHINE),
+        machine=_require_header(message, protocol.H_MACHINE),
         service=service,
     )
     return saga_id, reply
@@ -129,7 +134,9 @@ def _validation_reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_control(message: p.WireMessage) -> tuple[str, StartSaga | OperatorRequest, str | None]:
+def parse_control(
+    message: protocol.WireMessage,
+) -> tuple[str, StartSaga | OperatorRequest, str | None]:
     """(saga id, core message, machine for a start) from a control request."""
     verb = message.type
     if verb not in CONTROL_VERBS:

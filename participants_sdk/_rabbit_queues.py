@@ -1,4 +1,4 @@
-"""RabbitMQ's side of the wire protocol: queue arguments, delay buckets, declaration, headers.
+"""The queues of the wire protocol on RabbitMQ: their arguments, delay buckets, declaring them.
 
 Private to `participants_sdk.rabbitmq`. Every queue Sagawire declares is durable and dead-letters
 to `sagawire.dlx` with its own name as routing key, into a durable `<queue>.dlq`.
@@ -28,22 +28,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Literal, TypeGuard
 
 import aio_pika
-import aiormq.abc
 import aiormq.exceptions
-from pamqp.commands import Basic
 
-from participants_sdk import protocol as p
-from participants_sdk._rabbit_frames import unreadable
-from participants_sdk.errors import AccessRefused, BrokerError, BrokerUnreachable, TopologyError
-from participants_sdk.memory import DELIVERY_LIMIT_REASON
-from participants_sdk.redaction import redact
+from participants_sdk import protocol
+from participants_sdk.amqp import AMQP_ERRORS, broker_error, close_quietly, refused
+from participants_sdk.errors import AccessRefused, TopologyError
 
 QueueType = Literal["quorum", "classic"]
 QUEUE_TYPES: Final = ("quorum", "classic")
@@ -62,45 +57,6 @@ RETRY_BUCKETS_MS: Final = (
     900_000,
     3_600_000,
 )
-
-PERSISTENT: Final = 2
-"""AMQP delivery mode 2: the broker keeps the message on disk."""
-
-# Where a retried message was first published: a delay queue sends it back through the default
-# exchange, and the consumer restores these as the message's exchange and routing key.
-H_DELAYED_EXCHANGE: Final = "x-sagawire-delayed-exchange"
-H_DELAYED_ROUTING_KEY: Final = "x-sagawire-delayed-routing-key"
-
-# Headers the broker adds; a delivery reports them apart from the message's own headers.
-BROKER_HEADERS: Final = frozenset(
-    {
-        "x-death",
-        "x-delivery-count",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-    }
-)
-_PRIVATE_HEADERS: Final = frozenset({H_DELAYED_EXCHANGE, H_DELAYED_ROUTING_KEY})
-
-# RabbitMQ's x-death reasons, as a Sagawire dead-letter reason.
-_DEATH_REASONS: Final = {
-    "delivery_limit": DELIVERY_LIMIT_REASON,  # the memory broker's words for it
-    "rejected": "rejected without requeue",
-    "expired": "expired",
-    "maxlen": "queue length limit",
-}
-
-
-AMQP_ERRORS: Final = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-)
-"""What a call on a channel raises when the channel or its connection is gone."""
 
 
 def is_queue_type(value: str) -> TypeGuard[QueueType]:
@@ -142,7 +98,10 @@ class QueueSettings:
 
     def work_queue(self, queue: str) -> dict[str, Any]:
         """A queue consumers take messages from: commands, replies, control."""
-        arguments = {**self._durability(), **self._dead_lettering(p.DEAD_LETTER_EXCHANGE, queue)}
+        arguments = {
+            **self._durability(),
+            **self._dead_lettering(protocol.DEAD_LETTER_EXCHANGE, queue),
+        }
         if self.queue_type == "quorum":
             arguments["x-delivery-limit"] = self.delivery_limit
         return arguments
@@ -160,10 +119,10 @@ class QueueSettings:
 
 
 EXCHANGES: Final = (
-    (p.COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC),
-    (p.REPLIES_EXCHANGE, aio_pika.ExchangeType.DIRECT),
-    (p.CONTROL_EXCHANGE, aio_pika.ExchangeType.DIRECT),
-    (p.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+    (protocol.COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC),
+    (protocol.REPLIES_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+    (protocol.CONTROL_EXCHANGE, aio_pika.ExchangeType.DIRECT),
+    (protocol.DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT),
 )
 
 
@@ -245,21 +204,24 @@ class Declarer:
     async def work_queue(self, name: str) -> aio_pika.abc.AbstractQueue:
         """The queue, its DLQ and the DLQ's binding on the dead-letter exchange."""
         queue = await self.queue(name, self._settings.work_queue(name))  # first: a clash names it
-        dlq = await self.queue(p.dead_letter_queue(name), self._settings.dead_letter_queue())
-        await self.bind(dlq, p.DEAD_LETTER_EXCHANGE, name)
+        dlq = await self.queue(protocol.dead_letter_queue(name), self._settings.dead_letter_queue())
+        await self.bind(dlq, protocol.DEAD_LETTER_EXCHANGE, name)
         return queue
 
     async def topology(self, services: Iterable[str]) -> None:
-        """Everything, as the orchestrator daemon declares it."""
+        """The exchanges, the control queue, and the command and reply queues of `services`.
+
+        The daemon declares this for every service its machines name; a participant, for its own.
+        """
         for exchange, kind in EXCHANGES:
             await self.exchange(exchange, kind)
-        control = await self.work_queue(p.CONTROL_QUEUE)
-        await self.bind(control, p.CONTROL_EXCHANGE, p.CONTROL_ROUTING_KEY)
+        control = await self.work_queue(protocol.CONTROL_QUEUE)
+        await self.bind(control, protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY)
         for service in services:
-            commands = await self.work_queue(p.command_queue(service))
-            await self.bind(commands, p.COMMANDS_EXCHANGE, p.command_binding(service))
-            replies = await self.work_queue(p.reply_queue(service))
-            await self.bind(replies, p.REPLIES_EXCHANGE, service)
+            commands = await self.work_queue(protocol.command_queue(service))
+            await self.bind(commands, protocol.COMMANDS_EXCHANGE, protocol.command_binding(service))
+            replies = await self.work_queue(protocol.reply_queue(service))
+            await self.bind(replies, protocol.REPLIES_EXCHANGE, service)
 
     async def service(self, service: str) -> None:
         """What a participant of `service` needs: its queues, unless they are there already.
@@ -268,7 +230,7 @@ class Declarer:
         whose RabbitMQ user has only the permissions `sagawire topology permissions` prints
         (none to declare) finds them; a participant with more may start first and declare them.
         """
-        commands = p.command_queue(service)
+        commands = protocol.command_queue(service)
         if await self.exists("queue", commands):
             return
         try:
@@ -329,159 +291,3 @@ class DelayQueues:
 
 def _describe(arguments: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(arguments.items())) or "durable"
-
-
-def split_headers(
-    raw: Mapping[str, Any], queue: str
-) -> tuple[dict[str, Any], dict[str, Any], tuple[str, str] | None]:
-    """The message's own headers, the broker's headers, and where a retried message came from.
-
-    A message the broker dead-lettered (a quorum queue's delivery limit) carries `x-death`
-    instead of Sagawire's dead-letter headers; read from a DLQ it gets them from `x-death`, so
-    a DLQ reads the same whoever moved the message there.
-    """
-    own = {k: v for k, v in raw.items() if k not in BROKER_HEADERS and k not in _PRIVATE_HEADERS}
-    broker = {k: v for k, v in raw.items() if k in BROKER_HEADERS}
-    origin = None
-    if H_DELAYED_EXCHANGE in raw and H_DELAYED_ROUTING_KEY in raw:
-        origin = (_text(raw[H_DELAYED_EXCHANGE]), _text(raw[H_DELAYED_ROUTING_KEY]))
-    deaths = broker.get("x-death")
-    why = unreadable(own)
-    if queue.endswith(".dlq") and why is not None and p.H_DEAD_LETTER_REASON not in own:
-        # Its properties were lost in decoding, `x-death` with them: a consumer rejected it.
-        own[p.H_DEAD_LETTER_REASON] = f"properties unreadable: {why}"
-        own[p.H_DEAD_LETTER_QUEUE] = queue.removesuffix(".dlq")
-    elif (
-        queue.endswith(".dlq")
-        and p.H_DEAD_LETTER_REASON not in own
-        and isinstance(deaths, list)
-        and deaths
-        and isinstance(deaths[0], dict)
-    ):
-        death: dict[str, Any] = deaths[0]  # the most recent one comes first
-        reason = _text(death.get("reason", ""))
-        keys = death.get("routing-keys") or [""]
-        exchange, routing_key = origin or (_text(death.get("exchange", "")), _text(keys[0]))
-        own[p.H_DEAD_LETTER_REASON] = _DEATH_REASONS.get(reason, reason)
-        own[p.H_DEAD_LETTER_QUEUE] = _text(death.get("queue", ""))
-        own[p.H_ORIGINAL_EXCHANGE] = exchange
-        own[p.H_ORIGINAL_ROUTING_KEY] = routing_key
-    return own, broker, origin
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def unreachable(redacted_url: str, exc: BaseException) -> BrokerUnreachable:
-    return BrokerUnreachable(
-        f"cannot connect to RabbitMQ at {redacted_url}: {_describe_failure(exc)}; "
-        "is it running? see `make services`"
-    )
-
-
-def _describe_failure(exc: BaseException) -> str:
-    """A short reason for a failed connection, with any URL in it redacted."""
-    if _refused(exc):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(
-        exc,
-        aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError,
-    ):
-        return "login refused (check the user, password and virtual host)"
-    text = redact(str(exc))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _refused(exc: BaseException | None) -> bool:
-    """aiormq reports a refused connection as an AMQPConnectionError carrying the errno."""
-    while exc is not None:
-        if isinstance(exc, ConnectionRefusedError) or (
-            exc.args and exc.args[0] == errno.ECONNREFUSED
-        ):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def refused(action: str, exc: BaseException) -> AccessRefused:
-    """An `AccessRefused` for a channel call the broker refused for lack of permission."""
-    return AccessRefused(
-        f"this RabbitMQ user may not {action}: {redact(str(exc))}; "
-        "see `sagawire topology permissions`"
-    )
-
-
-def broker_error(action: str, exc: BaseException) -> BrokerError:
-    """A `BrokerError` for a failed channel call, with the AMQP reason when there is one."""
-    reason = redact(str(exc)) or type(exc).__name__
-    return BrokerError(f"{action}: {reason}")
-
-
-async def close_quietly(channel: aio_pika.abc.AbstractChannel) -> None:
-    if not channel.is_closed:
-        with contextlib.suppress(*AMQP_ERRORS):
-            await channel.close()
-
-
-async def publish(
-    channel: aiormq.abc.AbstractChannel, exchange: str, routing_key: str, message: p.WireMessage
-) -> None:
-    """Publish persistent and mandatory on `channel`; with confirms, return once confirmed.
-
-    Straight on aiormq's channel: aio-pika's `Message` would be built for each publish only to
-    be turned into these properties.
-    """
-    if channel.is_closed:
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-    await channel.basic_publish(
-        message.body,
-        exchange=exchange,
-        routing_key=routing_key,
-        properties=amqp_properties(message),
-        mandatory=True,
-    )
-
-
-def amqp_properties(message: p.WireMessage) -> Basic.Properties:
-    """The AMQP properties `publish` sends for `message` (encoded only when sent)."""
-    return Basic.Properties(
-        headers=message.headers,
-        content_type=message.content_type or None,
-        content_encoding=message.content_encoding or None,
-        delivery_mode=PERSISTENT,
-        message_id=message.message_id or None,
-        correlation_id=message.correlation_id,
-        message_type=message.type or None,
-    )
-
-
-def from_amqp(
-    properties: Basic.Properties,
-    body: bytes,
-    *,
-    exchange: str | None,
-    routing_key: str | None,
-    queue: str,
-) -> tuple[p.WireMessage, dict[str, Any]]:
-    """A message delivered from `queue` as Sagawire sees it, and the headers the broker added.
-
-    `exchange` and `routing_key` are the delivery's: where a retried or dead-lettered message
-    was first sent is read from its headers instead.
-    """
-    headers, broker_headers, origin = split_headers(dict(properties.headers or {}), queue)
-    exchange, routing_key = origin or (exchange or "", routing_key or "")
-    message = p.WireMessage(
-        message_id=properties.message_id or "",
-        type=properties.message_type or "",
-        body=body,
-        correlation_id=properties.correlation_id,
-        headers=headers,
-        content_type=properties.content_type or "",
-        content_encoding=properties.content_encoding or "",
-        exchange=exchange,
-        routing_key=routing_key,
-    )
-    return message, broker_headers
