@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Final
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -37,7 +38,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-SERVERS = {"beam.smp": "rabbitmq", "ferretdb": "ferretdb"}
+SERVERS = {"beam.smp": "rabbitmq", "ferretdb": "ferretdb", "mongod": "mongod"}
 """Process names (`/proc/<pid>/comm`) of the servers, and what the reports call them."""
 
 
@@ -148,3 +149,19 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
             return lower_bound + (bound - lower_bound) * share
         lower_bound, lower_count = bound, count
     return None
+
+
+DATABASES: Final = ("ferretdb", "mongod")
+"""The servers of `SERVERS` that are the database."""
+
+
+def step_costs(memory: Mapping[str, Any], mongodb: Mapping[str, Any]) -> dict[str, float]:
+    """The durable path against the memory store, from the two saturation runs of one report:
+    steps/s over steps/s, and CPU milliseconds per step of the daemon and of the database."""
+    memory_cpu, mongo_cpu = memory["cpu_s_per_step"], mongodb["cpu_s_per_step"]
+    return {
+        "ratio_mongo_vs_memory": round(mongodb["steps_per_s"] / memory["steps_per_s"], 3),
+        "daemon_cpu_ms_per_step_memory": round(memory_cpu["daemon"] * 1000, 3),
+        "daemon_cpu_ms_per_step_mongo": round(mongo_cpu["daemon"] * 1000, 3),
+        "db_cpu_ms_per_step": round(sum(mongo_cpu.get(db, 0.0) for db in DATABASES) * 1000, 3),
+    }

@@ -32,7 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, minus_cpu, server_cpu_seconds, wait_until_servers_quiet
+from bench.common import (
+    cpu_seconds,
+    minus_cpu,
+    server_cpu_seconds,
+    step_costs,
+    wait_until_servers_quiet,
+)
 from bench.restart import restart
 from bench.sagawire import ROOT, Rig, patient_machines
 from tests.services import service_urls
@@ -200,6 +206,10 @@ def table(report: dict[str, Any]) -> str:
         ("Sagawire, MongoDB store: steps/s (c)", report["mongo_steps_per_s"]),
         ("memory vs raw", report["ratio_memory_vs_raw"]),
         ("mongo vs min(raw, store)", report["ratio_mongo_vs_limit"]),
+        ("mongo vs memory", report["ratio_mongo_vs_memory"]),
+        ("daemon CPU ms per step (memory)", report["daemon_cpu_ms_per_step_memory"]),
+        ("daemon CPU ms per step (MongoDB)", report["daemon_cpu_ms_per_step_mongo"]),
+        ("database CPU ms per step", report["db_cpu_ms_per_step"]),
         ("p99 step ms at 50% load (MongoDB)", report["p99_step_ms_at_50pct"]),
         ("p99 step ms at 50% load (memory)", report["p99_step_ms_at_50pct_memory"]),
         *(
@@ -359,6 +369,7 @@ def main() -> None:
         "mongo_steps_per_s": mongo,
         "ratio_memory_vs_raw": round(memory / raw_per_s, 3),
         "ratio_mongo_vs_limit": round(mongo / min(raw_per_s, store["per_s"]), 3),
+        **step_costs(runs["memory"]["saturation"], runs["mongodb"]["saturation"]),
         "p99_step_ms_at_50pct": runs["mongodb"]["levels"]["50%"]["step_ms"]["p99"],
         "p99_step_ms_at_50pct_memory": runs["memory"]["levels"]["50%"]["step_ms"]["p99"],
         "rss_bytes_per_saga": largest["rss_bytes_per_saga"],

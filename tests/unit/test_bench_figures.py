@@ -1,10 +1,10 @@
-"""The benchmarks' arithmetic: Prometheus histograms read back into percentiles."""
+"""The benchmarks' arithmetic: Prometheus histograms read back into percentiles, costs per step."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.common import histogram, minus, parse_metrics, quantile
+from bench.common import histogram, minus, parse_metrics, quantile, step_costs
 
 TEXT = """# HELP sagawire_step_latency_seconds From sending a step's command to applying its reply.
 sagawire_step_latency_seconds_bucket{le="0.01"} 50.0
@@ -39,3 +39,17 @@ def test_the_observations_between_two_readings():
 def test_an_empty_histogram_has_no_quantile():
     assert quantile([], 0.5) is None
     assert quantile([(0.01, 0.0), (float("inf"), 0.0)], 0.5) is None
+
+
+def test_the_durable_path_is_reported_against_the_memory_store_of_the_same_run():
+    memory = {"steps_per_s": 800.0, "cpu_s_per_step": {"daemon": 0.0008, "rabbitmq": 0.0007}}
+    mongodb = {
+        "steps_per_s": 200.0,
+        "cpu_s_per_step": {"daemon": 0.0024, "rabbitmq": 0.0009, "ferretdb": 0.005},
+    }
+    assert step_costs(memory, mongodb) == {
+        "ratio_mongo_vs_memory": 0.25,
+        "daemon_cpu_ms_per_step_memory": 0.8,
+        "daemon_cpu_ms_per_step_mongo": 2.4,
+        "db_cpu_ms_per_step": 5.0,
+    }
