@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 
 @dataclasses.dataclass(eq=False)
@@ -35,3 +35,12 @@ class KeyedLocks:
             held.users -= 1
             if held.users == 0:
                 del self._held[key]
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        """Hold the lock of every key, taken in sorted order: two holders of several locks
+        never wait for each other in a circle."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(keys)):
+                await stack.enter_async_context(self.hold(key))
+            yield

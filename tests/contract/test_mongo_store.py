@@ -308,8 +308,7 @@ def fail_once(monkeypatch, collection, method: str) -> None:
 
 async def test_a_failed_flush_keeps_the_marks_for_the_next_one(mongo_store, make_saga, monkeypatch):
     await mongo_store.insert(make_saga())
-    writer = "update_one" if mongo_store.version_claims else "bulk_write"
-    fail_once(monkeypatch, mongo_store._sagas, writer)
+    fail_once(monkeypatch, mongo_store._sagas, "bulk_write")
 
     await mongo_store.mark_published("saga-1", 1)
     with pytest.raises(StoreError, match="connection dropped"):
@@ -411,7 +410,7 @@ async def test_a_save_whose_saga_write_was_lost_is_repaired_on_load(
     saga = await claims_mongo_store.insert(make_saga())
     saga.data["step"] = "two"
     sagas = claims_mongo_store._sagas
-    fail_once(monkeypatch, sagas, "replace_one")
+    fail_once(monkeypatch, sagas, "bulk_write")
 
     with pytest.raises(StoreError):
         await claims_mongo_store.save(saga)  # the claim was written, the saga document was not
@@ -467,9 +466,52 @@ async def test_a_lost_saga_write_is_repaired_by_the_check_after_the_save(
     store.projection_checks[0].delay = 0.2
     saga = await store.insert(make_saga())
     sagas = store._sagas
-    fail_once(monkeypatch, sagas, "replace_one")
+    fail_once(monkeypatch, sagas, "bulk_write")
     with pytest.raises(StoreError):
         await store.save(saga)  # the claim was written, the saga document was not
 
     assert await wait_for_version(sagas, "saga-1", 2, within=5.0) == 2
     assert store.projection_repairs == 1
+
+
+async def test_two_replicas_saving_the_same_sagas_at_once_never_both_win(
+    mongodb_url, claims_mongo_store, make_saga
+):
+    # Two stores on one database, as two daemon replicas: each gathers its concurrent saves
+    # into shared claim inserts, and of the two saves of one version exactly one may win.
+    first = claims_mongo_store
+    second = await MongoSagaStore.connect(mongodb_url, first.database.name)
+    second.version_claims = True
+    ids = [f"saga-{number}" for number in range(30)]
+    for saga_id in ids:
+        await first.insert(make_saga(saga_id))
+    calls_before = first._claims._claiming.calls + second._claims._claiming.calls
+    saves = 0
+    try:
+        for version in range(1, 4):
+            writers = []
+            for saga_id in ids:
+                for name, store in (("first", first), ("second", second)):
+                    saga = await store.load(saga_id)
+                    saga.data["winner"] = name
+                    writers.append((store, saga))
+            results = await asyncio.gather(
+                *(store.save(saga) for store, saga in writers), return_exceptions=True
+            )
+            saves += len(writers)
+            for saga_id in ids:
+                outcomes = [
+                    result
+                    for (_, saga), result in zip(writers, results, strict=True)
+                    if saga.saga_id == saga_id
+                ]
+                won = [result for result in outcomes if not isinstance(result, BaseException)]
+                assert len(won) == 1, outcomes
+                assert [type(r) for r in outcomes if r not in won] == [VersionConflict]
+                stored = await first.load(saga_id)
+                assert stored.version == version + 1
+                assert stored.data["winner"] == won[0].data["winner"]
+    finally:
+        await second.close()
+    calls = first._claims._claiming.calls + second._claims._claiming.calls - calls_before
+    assert calls < saves  # the claims went out together, not one call each

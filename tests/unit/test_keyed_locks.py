@@ -56,3 +56,26 @@ async def test_the_lock_is_released_and_dropped_when_the_holder_fails():
     assert len(locks) == 0
     async with locks.hold("saga-1"):  # not left locked
         assert len(locks) == 1
+
+
+async def test_holders_of_overlapping_key_sets_take_turns_and_never_deadlock():
+    locks = KeyedLocks()
+    holding: dict[str, str] = {}
+    clashes: list[str] = []
+
+    async def hold(name: str, keys: list[str]) -> None:
+        async with locks.hold_all(keys):
+            for key in set(keys):
+                if key in holding:
+                    clashes.append(f"{name} and {holding[key]} on {key}")
+                holding[key] = name
+            await asyncio.sleep(0)
+            for key in set(keys):
+                del holding[key]
+
+    sets = [["a", "b"], ["b", "a"], ["c", "a", "a"], ["b", "c"], ["c"]] * 4
+    async with asyncio.timeout(5):  # a circle of waiters would never end
+        await asyncio.gather(*(hold(f"writer-{n}", keys) for n, keys in enumerate(sets)))
+
+    assert clashes == []
+    assert len(locks) == 0

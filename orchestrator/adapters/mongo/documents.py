@@ -80,13 +80,17 @@ def from_document(document: Document) -> Saga:
     return Saga.model_validate(fields)
 
 
+UNENCODABLE: Final = (BSONError, UnicodeEncodeError, OverflowError)
+"""What the driver raises for a document it cannot encode."""
+
+
 @contextlib.contextmanager
 def store_errors(action: str, subject: str | None = None) -> Iterator[None]:
     """Driver and encoding errors become `StoreError`, the original kept as `__cause__`."""
     about = f" {subject!r}" if subject else ""
     try:
         yield
-    except (BSONError, UnicodeEncodeError, OverflowError) as exc:  # the driver could not encode it
+    except UNENCODABLE as exc:  # the driver could not encode it
         raise StoreRefused(f"MongoDB: cannot {action}{about}: {driver_reason(exc)}") from exc
     except WriteError as exc:
         error = StoreRefused if exc.code in REFUSED_CODES else StoreError

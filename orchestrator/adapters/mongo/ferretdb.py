@@ -31,15 +31,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import structlog
-from pymongo import UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
+from orchestrator.adapters.mongo.batches import Batcher
 from orchestrator.adapters.mongo.documents import (
+    UNENCODABLE,
     Document,
     WriteCounts,
     claim_key,
@@ -52,6 +55,7 @@ from participants_sdk.keyed_locks import KeyedLocks
 
 log = structlog.get_logger("sagawire.store")
 
+DUPLICATE_KEY: Final = 11000
 FERRETDB_POOL_SIZE: Final = 10
 """Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`: many more concurrent
 writers only queue in SQLite's busy handler, unfairly, and some give up after 10 s with
@@ -64,6 +68,18 @@ is read again and repaired if it is behind."""
 def is_ferretdb_v1(build_info: Mapping[str, Any]) -> bool:
     """Whether the server's `buildInfo` answer comes from FerretDB v1."""
     return str(build_info.get("ferretdbVersion", "")).startswith("v1.")
+
+
+class _NeverInserted(Exception):
+    """A claimed save of a saga whose document does not exist."""
+
+
+def _write_error(error: Mapping[str, Any]) -> WriteError:
+    """One document's error in a bulk write, as the driver raises it for a single write."""
+    code, message = int(error.get("code", 0)), str(error.get("errmsg", ""))
+    if code == DUPLICATE_KEY:
+        return DuplicateKeyError(message, code, dict(error))
+    return WriteError(message, code, dict(error))
 
 
 class VersionClaims:
@@ -88,50 +104,105 @@ class VersionClaims:
         """Every save is checked after the first delay, a finished one again."""
         self.repairs = 0
         """Saga documents found behind their newest claim by a check, and repaired."""
+        self._claiming = Batcher(self._insert_claims, name="version-claims")
+        self._projecting = Batcher(self._replace_projections, name="saga-documents")
 
     async def save(self, saga: Saga, document: Document) -> str | None:
         """Claim the version after `saga`'s, then write `document`; the key of the claim this
-        one supersedes (to shrink), if any."""
-        claim = claim_key(saga.saga_id, saga.version + 1)
-        self.counts.round_trips += 1
+        one supersedes (to shrink), if any. Concurrent saves share each of the two calls."""
+        version = saga.version + 1
+        claim = claim_key(saga.saga_id, version)
         try:
-            await self.claims.insert_one(
+            await self._claiming.submit(
                 {
                     "_id": claim,
                     "saga_id": saga.saga_id,
-                    "version": saga.version + 1,
+                    "version": version,
                     "saga": document,
+                    "by": uuid.uuid4().hex,
                 }
             )
         except DuplicateKeyError:
             raise VersionConflict(saga.saga_id, saga.version) from None
-        self.counts.writes += 1
         # The claim is the committed save. The saga document follows; if this write is lost or
         # overtaken, the next load finds the newer claim and repairs it.
-        self.counts.round_trips += 1
         try:
-            async with self.writing.hold(saga.saga_id):
-                result = await self.sagas.replace_one(
-                    {"_id": saga.saga_id, "version": {"$lt": saga.version + 1}}, document
-                )
+            await self._projecting.submit((saga.saga_id, version, document))
+        except _NeverInserted:
+            await self.claims.delete_one({"_id": claim})  # a save of a saga never inserted
+            raise VersionConflict(saga.saga_id, saga.version) from None
         finally:  # written, failed or cancelled: the server may still run it late
             soon, finished = self.projection_checks
-            soon.add(saga.saga_id, saga.version + 1)
+            soon.add(saga.saga_id, version)
             if SagaStatus(document["status"]).finished:
-                finished.add(saga.saga_id, saga.version + 1)
-        if result.matched_count:
-            self.counts.writes += 1
-        elif await self.sagas.find_one({"_id": saga.saga_id}, {"_id": 1}) is None:
-            await self.claims.delete_one({"_id": claim})  # a save of a saga never inserted
-            raise VersionConflict(saga.saga_id, saga.version)
+                finished.add(saga.saga_id, version)
         return claim_key(saga.saga_id, saga.version) if saga.version > 1 else None
 
-    async def mark(self, saga_id: str, version: int) -> None:
-        """One mark, alone for its saga's document in this process: holding the saga's lock for
-        each write of the saga document (marks, saves, repairs) keeps them in order here."""
+    async def _insert_claims(self, claims: list[Document]) -> list[BaseException | None]:
+        """One insert of many claims; a duplicate key fails its own claim only."""
         self.counts.round_trips += 1
-        async with self.writing.hold(saga_id):
-            result = await self.sagas.update_one(*mark_update(saga_id, version))
+        outcomes: list[BaseException | None]
+        try:
+            await self.claims.insert_many(claims, ordered=False)
+        except BulkWriteError as exc:
+            failed = {error["index"]: error for error in exc.details.get("writeErrors", [])}
+            outcomes = [
+                _write_error(failed[i]) if i in failed else None for i in range(len(claims))
+            ]
+        except UNENCODABLE:
+            if len(claims) == 1:
+                raise
+            # Which one cannot be encoded? Each alone, so that only that one fails.
+            outcomes = [await self._insert_alone(claim) for claim in claims]
+        else:
+            outcomes = [None] * len(claims)
+        self.counts.writes += outcomes.count(None)
+        return outcomes
+
+    async def _insert_alone(self, claim: Document) -> BaseException | None:
+        self.counts.round_trips += 1
+        try:
+            await self.claims.insert_one(claim)
+        except DuplicateKeyError as exc:
+            # Sent already with the batch before the failure was found? Then it is this one.
+            found = await self.claims.find_one({"_id": claim["_id"]}, {"by": 1})
+            return None if found is not None and found.get("by") == claim["by"] else exc
+        except Exception as exc:  # noqa: BLE001 - the outcome of this claim alone
+            return exc
+        return None
+
+    async def _replace_projections(
+        self, saves: list[tuple[str, int, Document]]
+    ) -> list[BaseException | None]:
+        """The saga documents of claimed saves, in one call, each only over an older version."""
+        async with self.writing.hold_all(saga_id for saga_id, _, _ in saves):
+            self.counts.round_trips += 1
+            result = await self.sagas.bulk_write(
+                [
+                    ReplaceOne({"_id": saga_id, "version": {"$lt": version}}, document)
+                    for saga_id, version, document in saves
+                ],
+                ordered=False,
+            )
+        self.counts.writes += result.matched_count
+        if result.matched_count == len(saves):
+            return [None] * len(saves)
+        # Some found a newer document (a repair, another replica), or none at all: which?
+        return [
+            None
+            if await self.sagas.find_one({"_id": saga_id}, {"_id": 1}) is not None
+            else _NeverInserted()
+            for saga_id, _, _ in saves
+        ]
+
+    async def mark(self, marks: dict[str, int]) -> None:
+        """Outbox marks in one call, holding the lock of each saga's document: every write of
+        it here (marks, saves, repairs) holds it, which keeps them in order."""
+        self.counts.round_trips += 1
+        async with self.writing.hold_all(marks):
+            result = await self.sagas.bulk_write(
+                [UpdateOne(*mark_update(*mark)) for mark in marks.items()], ordered=False
+            )
         self.counts.writes += result.modified_count
 
     async def shrink(self, keys: set[str]) -> None:
@@ -180,6 +251,8 @@ class VersionClaims:
         log.info("saga_document_repaired", saga_id=saga_id, found=stored["version"], saved=version)
 
     async def close(self) -> None:
+        await self._claiming.close()
+        await self._projecting.close()
         for checks in self.projection_checks:
             await checks.close()
 

@@ -14,7 +14,6 @@ partial indexes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 from typing import Any, Self
@@ -239,7 +238,7 @@ class MongoSagaStore:
     async def _write_marks(self, marks: dict[str, int]) -> None:
         with store_errors("mark outboxes published"):
             if self.version_claims:
-                await asyncio.gather(*(self._claims.mark(*mark) for mark in marks.items()))
+                await self._claims.mark(marks)
                 return
             self.counts.round_trips += 1
             result = await self._sagas.bulk_write(
