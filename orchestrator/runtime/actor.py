@@ -140,20 +140,21 @@ class SagaActor:
             self._context.timers.set(self.saga_id, self._saga.deadline)
 
     async def _process(self, message: Message | None) -> Decision | None:
+        # A start is nearly always of a new saga: it is inserted without a load first, and
+        # loaded only when the insert finds the id taken (a duplicate, or another start).
+        assume_new = isinstance(message, StartSaga) and not self._loaded
         for _ in range(MAX_CONFLICT_RETRIES):
             fresh = not self._loaded
-            if fresh:
+            if fresh and assume_new:
+                self._saga, self._loaded = None, True
+            elif fresh:
                 await self._load()
             if message is None:
                 return None
             saga = self._saga
-            if saga is not None:
-                definition = self._context.definition(saga.machine, saga.machine_version)
-            elif isinstance(message, StartSaga):
-                definition = self._context.definition(message.machine, None)
-            else:
-                raise UnknownSaga(self.saga_id)
-            decision = decide(definition, saga, message, self._context.clock.now())
+            decision = decide(
+                self._definition(saga, message), saga, message, self._context.clock.now()
+            )
             if not decision.changed:
                 if not fresh:
                     # Another replica may have moved the saga on since it was cached: a message
@@ -163,13 +164,12 @@ class SagaActor:
                 self._context.stats.decisions[decision.disposition.value] += 1
                 return decision
             try:
-                if saga is None:
-                    stored = await self._context.store.insert(decision.saga)
-                else:
-                    stored = await self._context.store.save(decision.saga)
+                stored = await self._store(saga, decision.saga)
             except (VersionConflict, SagaExists) as exc:
-                self._context.stats.conflicts += 1
-                log.debug("version_conflict", saga_id=self.saga_id, error=str(exc))
+                if not assume_new:
+                    self._context.stats.conflicts += 1
+                    log.debug("version_conflict", saga_id=self.saga_id, error=str(exc))
+                assume_new = False
                 self._loaded = False
                 continue
             self._saga = stored
@@ -180,6 +180,18 @@ class SagaActor:
         raise ConflictStorm(
             f"saga {self.saga_id!r}: {MAX_CONFLICT_RETRIES} version conflicts in a row"
         )
+
+    def _definition(self, saga: Saga | None, message: Message) -> MachineDefinition:
+        if saga is not None:
+            return self._context.definition(saga.machine, saga.machine_version)
+        if isinstance(message, StartSaga):
+            return self._context.definition(message.machine, None)
+        raise UnknownSaga(self.saga_id)
+
+    async def _store(self, before: Saga | None, after: Saga) -> Saga:
+        if before is None:
+            return await self._context.store.insert(after)
+        return await self._context.store.save(after)
 
     async def _flush(self, saga: Saga) -> Saga:
         """Publish the outbox, all confirms awaited together, then mark it published.

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, Generic, TypeVar
 
+import bson
+from bson.raw_bson import RawBSONDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+
+from orchestrator.adapters.mongo.documents import Document
 from orchestrator.errors import StoreError
 
+DUPLICATE_KEY: Final = 11000
 MAX_BATCH: Final = 256
 """Items written in one call at the most; the rest wait for the next."""
 
@@ -90,3 +97,30 @@ class Batcher(Generic[T]):
         for future in futures:
             if not future.done():
                 future.set_exception(StoreError(f"MongoDB: {self._name}: the store closed"))
+
+
+def encode(document: Document) -> RawBSONDocument:
+    """The document as BSON, encoded now: a document that cannot be encoded fails its own
+    write here, never a batch it would have joined (and is encoded once when written twice)."""
+    return RawBSONDocument(bson.encode(document))
+
+
+async def insert_all(
+    collection: AsyncCollection[Any], documents: Sequence[Mapping[str, Any]]
+) -> list[BaseException | None]:
+    """One unordered insert of `documents`, each encoded already (`encode`) or made only of
+    values that always encode; the outcome of each: a duplicate key fails its own only."""
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        failed = {error["index"]: error for error in exc.details.get("writeErrors", [])}
+        return [write_error(failed[i]) if i in failed else None for i in range(len(documents))]
+    return [None] * len(documents)
+
+
+def write_error(error: Mapping[str, Any]) -> WriteError:
+    """One document's error in a bulk write, as the driver raises it for a single write."""
+    code, message = int(error.get("code", 0)), str(error.get("errmsg", ""))
+    if code == DUPLICATE_KEY:
+        return DuplicateKeyError(message, code, dict(error))
+    return WriteError(message, code, dict(error))

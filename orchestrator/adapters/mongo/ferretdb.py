@@ -31,18 +31,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import structlog
+from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+from pymongo.errors import DuplicateKeyError
 
-from orchestrator.adapters.mongo.batches import Batcher
+from orchestrator.adapters.mongo.batches import Batcher, encode, insert_all
 from orchestrator.adapters.mongo.documents import (
-    UNENCODABLE,
     Document,
     WriteCounts,
     claim_key,
@@ -55,7 +54,6 @@ from participants_sdk.keyed_locks import KeyedLocks
 
 log = structlog.get_logger("sagawire.store")
 
-DUPLICATE_KEY: Final = 11000
 FERRETDB_POOL_SIZE: Final = 10
 """Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`: many more concurrent
 writers only queue in SQLite's busy handler, unfairly, and some give up after 10 s with
@@ -72,14 +70,6 @@ def is_ferretdb_v1(build_info: Mapping[str, Any]) -> bool:
 
 class _NeverInserted(Exception):
     """A claimed save of a saga whose document does not exist."""
-
-
-def _write_error(error: Mapping[str, Any]) -> WriteError:
-    """One document's error in a bulk write, as the driver raises it for a single write."""
-    code, message = int(error.get("code", 0)), str(error.get("errmsg", ""))
-    if code == DUPLICATE_KEY:
-        return DuplicateKeyError(message, code, dict(error))
-    return WriteError(message, code, dict(error))
 
 
 class VersionClaims:
@@ -112,22 +102,17 @@ class VersionClaims:
         one supersedes (to shrink), if any. Concurrent saves share each of the two calls."""
         version = saga.version + 1
         claim = claim_key(saga.saga_id, version)
+        encoded = encode(document)  # once, for the claim and the saga document
         try:
             await self._claiming.submit(
-                {
-                    "_id": claim,
-                    "saga_id": saga.saga_id,
-                    "version": version,
-                    "saga": document,
-                    "by": uuid.uuid4().hex,
-                }
+                {"_id": claim, "saga_id": saga.saga_id, "version": version, "saga": encoded}
             )
         except DuplicateKeyError:
             raise VersionConflict(saga.saga_id, saga.version) from None
         # The claim is the committed save. The saga document follows; if this write is lost or
         # overtaken, the next load finds the newer claim and repairs it.
         try:
-            await self._projecting.submit((saga.saga_id, version, document))
+            await self._projecting.submit((saga.saga_id, version, encoded))
         except _NeverInserted:
             await self.claims.delete_one({"_id": claim})  # a save of a saga never inserted
             raise VersionConflict(saga.saga_id, saga.version) from None
@@ -141,38 +126,12 @@ class VersionClaims:
     async def _insert_claims(self, claims: list[Document]) -> list[BaseException | None]:
         """One insert of many claims; a duplicate key fails its own claim only."""
         self.counts.round_trips += 1
-        outcomes: list[BaseException | None]
-        try:
-            await self.claims.insert_many(claims, ordered=False)
-        except BulkWriteError as exc:
-            failed = {error["index"]: error for error in exc.details.get("writeErrors", [])}
-            outcomes = [
-                _write_error(failed[i]) if i in failed else None for i in range(len(claims))
-            ]
-        except UNENCODABLE:
-            if len(claims) == 1:
-                raise
-            # Which one cannot be encoded? Each alone, so that only that one fails.
-            outcomes = [await self._insert_alone(claim) for claim in claims]
-        else:
-            outcomes = [None] * len(claims)
+        outcomes = await insert_all(self.claims, claims)
         self.counts.writes += outcomes.count(None)
         return outcomes
 
-    async def _insert_alone(self, claim: Document) -> BaseException | None:
-        self.counts.round_trips += 1
-        try:
-            await self.claims.insert_one(claim)
-        except DuplicateKeyError as exc:
-            # Sent already with the batch before the failure was found? Then it is this one.
-            found = await self.claims.find_one({"_id": claim["_id"]}, {"by": 1})
-            return None if found is not None and found.get("by") == claim["by"] else exc
-        except Exception as exc:  # noqa: BLE001 - the outcome of this claim alone
-            return exc
-        return None
-
     async def _replace_projections(
-        self, saves: list[tuple[str, int, Document]]
+        self, saves: list[tuple[str, int, RawBSONDocument]]
     ) -> list[BaseException | None]:
         """The saga documents of claimed saves, in one call, each only over an older version."""
         async with self.writing.hold_all(saga_id for saga_id, _, _ in saves):

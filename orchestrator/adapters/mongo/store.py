@@ -19,11 +19,13 @@ import datetime as dt
 from typing import Any, Self
 
 import structlog
+from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import CollectionInvalid, DuplicateKeyError
 
 from orchestrator.adapters.mongo import connection, definitions, pauses
+from orchestrator.adapters.mongo.batches import Batcher, encode, insert_all
 from orchestrator.adapters.mongo.connection import DEFAULT_DATABASE
 from orchestrator.adapters.mongo.documents import (
     SAGA_INDEXES,
@@ -72,6 +74,7 @@ class MongoSagaStore:
         self.counts = WriteCounts()
         self._claims = VersionClaims(self._sagas, self.database["saga_versions"], self.counts)
         self._marks = MarkQueue(self._write_marks, self._shrink_claims)
+        self._inserting = Batcher(self._insert_sagas, name="saga-inserts")
         self.queries = SagaQueries(self._sagas)
         """Listings, counts and latencies for operators."""
         self.server_state: ServerStateLog | None = None
@@ -158,15 +161,20 @@ class MongoSagaStore:
         return saga
 
     async def insert(self, saga: Saga) -> Saga:
+        """Concurrent inserts share one call (`batches`)."""
         stored = saga.with_version(1)
-        self.counts.round_trips += 1
         with store_errors("insert saga", saga.saga_id):
             try:
-                await self._sagas.insert_one(to_document(stored))
+                await self._inserting.submit(encode(to_document(stored)))
             except DuplicateKeyError:
                 raise SagaExists(saga.saga_id) from None
-        self.counts.writes += 1
         return stored
+
+    async def _insert_sagas(self, documents: list[RawBSONDocument]) -> list[BaseException | None]:
+        self.counts.round_trips += 1
+        outcomes = await insert_all(self._sagas, documents)
+        self.counts.writes += outcomes.count(None)
+        return outcomes
 
     async def save(self, saga: Saga) -> Saga:
         stored = saga.with_version(saga.version + 1)
@@ -231,6 +239,7 @@ class MongoSagaStore:
             await self.flush()  # waits for a flush in progress, then writes the rest
         except StoreError as exc:
             log.warning("marks_lost_on_close", marks=len(self._marks), error=str(exc))
+        await self._inserting.close()
         await self._claims.close()
         await self._marks.close()
         await self.client.close()
