@@ -45,7 +45,6 @@ from orchestrator.adapters.mongo.documents import (
     Document,
     WriteCounts,
     claim_key,
-    mark_update,
     store_errors,
 )
 from orchestrator.core.saga import Saga, SagaStatus
@@ -85,7 +84,7 @@ class VersionClaims:
         self.claims = claims
         self.counts = counts
         self.writing = KeyedLocks()
-        """One write at a time per saga document here (see `mark`)."""
+        """One write at a time per saga document here: saves, repairs and the store's marks."""
         soon, finished = PROJECTION_CHECK_DELAYS
         self.projection_checks = (
             ProjectionChecks(self.check_projection, soon),
@@ -153,16 +152,6 @@ class VersionClaims:
             else _NeverInserted()
             for saga_id, _, _ in saves
         ]
-
-    async def mark(self, marks: dict[str, int]) -> None:
-        """Outbox marks in one call, holding the lock of each saga's document: every write of
-        it here (marks, saves, repairs) holds it, which keeps them in order."""
-        self.counts.round_trips += 1
-        async with self.writing.hold_all(marks):
-            result = await self.sagas.bulk_write(
-                [UpdateOne(*mark_update(*mark)) for mark in marks.items()], ordered=False
-            )
-        self.counts.writes += result.modified_count
 
     async def shrink(self, keys: set[str]) -> None:
         """Drop the document from superseded claims; their key stays."""

@@ -245,15 +245,19 @@ class MongoSagaStore:
         await self.client.close()
 
     async def _write_marks(self, marks: dict[str, int]) -> None:
+        # On FerretDB v1 every write of a saga document here holds the saga's lock, which keeps
+        # this process's writes of it in order (`ferretdb`).
+        in_order = (
+            self._claims.writing.hold_all(marks)
+            if self.version_claims
+            else contextlib.nullcontext()
+        )
         with store_errors("mark outboxes published"):
-            if self.version_claims:
-                await self._claims.mark(marks)
-                return
             self.counts.round_trips += 1
-            result = await self._sagas.bulk_write(
-                [UpdateOne(*mark_update(saga_id, version)) for saga_id, version in marks.items()],
-                ordered=False,
-            )
+            async with in_order:
+                result = await self._sagas.bulk_write(
+                    [UpdateOne(*mark_update(*mark)) for mark in marks.items()], ordered=False
+                )
             self.counts.writes += result.modified_count
 
     async def _shrink_claims(self, keys: set[str]) -> None:
