@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 from decide_support import (
     APPROVAL,
-    TRIP,
     TRIP_GIVE_UP,
     applied,
     at,
@@ -20,15 +19,9 @@ from decide_support import (
     unchanged,
 )
 
-from orchestrator.core.definition import MachineDefinition, TaskState
+from orchestrator.core.definition import TaskState
 from orchestrator.core.messages import Disposition, StartSaga, TimerFired
 from orchestrator.core.saga import SagaStatus
-
-
-@pytest.fixture
-def trip() -> MachineDefinition:
-    return machine(TRIP)
-
 
 # -- choice states ------------------------------------------------------------------------
 

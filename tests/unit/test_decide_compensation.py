@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 from decide_support import (
-    ORDER,
     OUTCOMES,
     applied,
     at,
@@ -24,15 +23,8 @@ from decide_support import (
     unchanged,
 )
 
-from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.messages import Disposition, TimerFired
 from orchestrator.core.saga import SagaStatus
-
-
-@pytest.fixture
-def order() -> MachineDefinition:
-    return machine(ORDER)
-
 
 # -- business failures and compensation ----------------------------------------------------
 

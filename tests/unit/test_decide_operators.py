@@ -8,9 +8,7 @@ from __future__ import annotations
 import pytest
 from decide_support import (
     CHARGE,
-    ORDER,
     OUTCOMES,
-    TRIP,
     applied,
     at,
     compensating_reserve,
@@ -25,20 +23,8 @@ from decide_support import (
     unchanged,
 )
 
-from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.messages import Disposition, TimerFired
 from orchestrator.core.saga import SagaStatus
-
-
-@pytest.fixture
-def order() -> MachineDefinition:
-    return machine(ORDER)
-
-
-@pytest.fixture
-def trip() -> MachineDefinition:
-    return machine(TRIP)
-
 
 # -- operators ----------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 from decide_support import (
     CHARGE_NO_BACKOFF,
-    ORDER,
     OUTCOMES,
     POLL,
     applied,
@@ -26,15 +25,8 @@ from decide_support import (
 )
 
 from orchestrator.core.decide import decide
-from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.messages import Disposition, StepReply, TimerFired
 from orchestrator.core.saga import HISTORY_LIMIT, SagaStatus
-
-
-@pytest.fixture
-def order() -> MachineDefinition:
-    return machine(ORDER)
-
 
 # -- replies and final states ---------------------------------------------------------------
 

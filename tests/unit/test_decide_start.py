@@ -27,12 +27,6 @@ from orchestrator.core.messages import Disposition, StartSaga
 from orchestrator.core.saga import SagaStatus
 from orchestrator.core.yaml_source import load_documents
 
-
-@pytest.fixture
-def order() -> MachineDefinition:
-    return machine(ORDER)
-
-
 # -- starting -----------------------------------------------------------------------------
 
 

@@ -5,11 +5,9 @@ See decide_support.py for the machines and for `run()`, which checks every call.
 
 from __future__ import annotations
 
-import pytest
 from decide_support import (
     CHARGE,
     CHARGE_NO_BACKOFF,
-    ORDER,
     PING,
     applied,
     at,
@@ -22,15 +20,8 @@ from decide_support import (
     unchanged,
 )
 
-from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.messages import Disposition, TimerFired
 from orchestrator.core.saga import SagaStatus
-
-
-@pytest.fixture
-def order() -> MachineDefinition:
-    return machine(ORDER)
-
 
 # -- timeouts and retries -----------------------------------------------------------------
 
