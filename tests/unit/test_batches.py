@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.adapters.mongo.batches import Batcher
 from orchestrator.errors import StoreError
-
-pytestmark = pytest.mark.asyncio
 
 
 class Writer:
@@ -25,6 +25,7 @@ class Writer:
         return [ValueError(f"odd {item}") if item % 2 else None for item in items]
 
 
+@pytest.mark.asyncio
 async def test_writes_arriving_while_one_is_out_go_together_each_with_its_own_outcome():
     writer = Writer()
     batcher = Batcher(writer.write, name="test")
@@ -47,6 +48,7 @@ async def test_writes_arriving_while_one_is_out_go_together_each_with_its_own_ou
     ]
 
 
+@pytest.mark.asyncio
 async def test_a_batch_is_never_larger_than_its_limit():
     writer = Writer()
     writer.release.set()
@@ -55,6 +57,7 @@ async def test_a_batch_is_never_larger_than_its_limit():
     assert [len(call) for call in writer.calls] == [2, 2, 1]
 
 
+@pytest.mark.asyncio
 async def test_a_failed_call_fails_every_item_of_its_batch_and_the_next_batch_goes_on():
     calls: list[list[int]] = []
 
@@ -73,6 +76,7 @@ async def test_a_failed_call_fails_every_item_of_its_batch_and_the_next_batch_go
     assert calls[-1] == [7]
 
 
+@pytest.mark.asyncio
 async def test_a_cancelled_caller_stops_waiting_and_the_others_get_their_outcomes():
     writer = Writer()
     batcher = Batcher(writer.write, name="test")
@@ -85,6 +89,7 @@ async def test_a_cancelled_caller_stops_waiting_and_the_others_get_their_outcome
     assert writer.calls == [[0, 2, 4]]  # written all the same
 
 
+@pytest.mark.asyncio
 async def test_close_fails_the_writes_in_flight_and_waiting_and_refuses_new_ones():
     writer = Writer()
     batcher = Batcher(writer.write, name="test")
@@ -98,3 +103,50 @@ async def test_close_fails_the_writes_in_flight_and_waiting_and_refuses_new_ones
             await task
     with pytest.raises(StoreError, match="closed"):
         await batcher.submit(4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrivals=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=40),
+    write_yields=st.integers(min_value=0, max_value=3),
+    max_batch=st.integers(min_value=1, max_value=8),
+    cancelled=st.sets(st.integers(min_value=0, max_value=39)),
+    failing=st.sets(st.integers(min_value=0, max_value=39)),
+)
+def test_any_arrival_pattern_writes_each_item_once_in_order_with_its_own_outcome(
+    arrivals, write_yields, max_batch, cancelled, failing
+):
+    # arrivals[n]: how many turns of the event loop pass before item n is submitted.
+    calls: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[BaseException | None]:
+        calls.append(items)
+        for _ in range(write_yields):
+            await asyncio.sleep(0)
+        return [ValueError(str(item)) if item in failing else None for item in items]
+
+    async def scenario() -> list[object]:
+        batcher = Batcher(write, name="test", max_batch=max_batch)
+        tasks = []
+        for item, pause in enumerate(arrivals):
+            for _ in range(pause):
+                await asyncio.sleep(0)
+            tasks.append(asyncio.create_task(batcher.submit(item)))
+        await asyncio.sleep(0)
+        for item in cancelled & set(range(len(tasks))):
+            tasks[item].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+
+    written = [item for call in calls for item in call]
+    assert written == list(range(len(arrivals)))  # each once, in the order they came
+    assert all(1 <= len(call) <= max_batch for call in calls)
+    for item, outcome in enumerate(outcomes):
+        if isinstance(outcome, asyncio.CancelledError):
+            assert item in cancelled
+        elif item in failing:
+            assert isinstance(outcome, ValueError)
+            assert str(outcome) == str(item)
+        else:
+            assert outcome is None
