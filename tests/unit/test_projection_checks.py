@@ -69,3 +69,17 @@ async def test_close_drops_the_checks_to_come() -> None:
     await checks.close()
     assert len(checks) == 0
     assert check.calls == []
+
+
+async def test_a_forgotten_saga_is_not_checked_and_a_later_save_is() -> None:
+    check = Recorded()
+    checks = ProjectionChecks(check, delay=0.02)
+    checks.add("s-1", 2)
+    checks.add("s-2", 4)
+    checks.forget("s-1")
+    assert len(checks) == 1
+    await check.wait_for(1)
+    checks.add("s-1", 3)
+    await check.wait_for(2)
+    assert check.calls == [("s-2", 4), ("s-1", 3)]
+    await checks.close()

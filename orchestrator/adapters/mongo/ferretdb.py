@@ -18,10 +18,15 @@ FerretDB v1 lacks:
 - Hence `sagas` can fall behind its claims: a stale write of another process, or one the server
   runs after its caller was cancelled, can put an older version back. `due`/`with_outbox`
   only choose sagas to load, and the load repairs them; so that counts and listings catch up too,
-  `ProjectionChecks` read each saga document again a second after its last save here (ten seconds
-  after a save that finished it) and repair it when it is behind.
+  `ProjectionChecks` read each saga document again two seconds after its last save here (ten
+  seconds after a save that finished it) and repair it when it is behind.
 - Many concurrent writers: its SQLite backend writes one transaction at a time, so its client
   gets `FERRETDB_POOL_SIZE` connections (`connection`).
+- Queries from secondary indexes. It looks documents up by `_id` alone (with the project's
+  patch, whatever else the filter holds) and reads the whole collection for any other filter,
+  while its SQLite backend still keeps each index up to date on every write: the query indexes
+  cost a quarter of its CPU under load and served nothing, so `connect()` leaves them out
+  (`MongoSagaStore.secondary_indexes`).
 - Partial indexes (`documents`: a sparse index on `outbox_pending` instead), several indexes in one
   createIndexes, and creating a collection under load (`MongoSagaStore.ensure_indexes`).
 """
@@ -57,9 +62,11 @@ FERRETDB_POOL_SIZE: Final = 10
 """Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`: many more concurrent
 writers only queue in SQLite's busy handler, unfairly, and some give up after 10 s with
 "database is locked"."""
-PROJECTION_CHECK_DELAYS: Final = (1.0, 10.0)
-"""Seconds after a saga's last save, and after its last save if finished, when its saga document
-is read again and repaired if it is behind."""
+PROJECTION_CHECK_DELAYS: Final = (2.0, 10.0)
+"""Seconds after a saga's last save when its saga document is read again and repaired if it is
+behind: the first when the save left it running, the second when it finished it. A finished saga
+is checked later, once, since writes the server runs late may land after a first check; a running
+one is checked again after each save, and repaired by its next load."""
 
 
 def is_ferretdb_v1(build_info: Mapping[str, Any]) -> bool:
@@ -90,7 +97,8 @@ class VersionClaims:
             ProjectionChecks(self.check_projection, soon),
             ProjectionChecks(self.check_projection, finished),
         )
-        """Every save is checked after the first delay, a finished one again."""
+        """A save that leaves its saga running is checked after the first delay, one that finishes
+        it after the second."""
         self.repairs = 0
         """Saga documents found behind their newest claim by a check, and repaired."""
         self._claiming = Batcher(self._insert_claims, name="version-claims")
@@ -117,9 +125,11 @@ class VersionClaims:
             raise VersionConflict(saga.saga_id, saga.version) from None
         finally:  # written, failed or cancelled: the server may still run it late
             soon, finished = self.projection_checks
-            soon.add(saga.saga_id, version)
             if SagaStatus(document["status"]).finished:
+                soon.forget(saga.saga_id)  # the check of its finished save covers it
                 finished.add(saga.saga_id, version)
+            else:
+                soon.add(saga.saga_id, version)
         return claim_key(saga.saga_id, saga.version) if saga.version > 1 else None
 
     async def _insert_claims(self, claims: list[Document]) -> list[BaseException | None]:
@@ -225,6 +235,10 @@ class ProjectionChecks:
         """Sagas with a check to come."""
         return len(self._latest)
 
+    def forget(self, saga_id: str) -> None:
+        """Drop the check to come of this saga, if any."""
+        self._latest.pop(saga_id, None)
+
     def add(self, saga_id: str, version: int) -> None:
         loop = asyncio.get_running_loop()
         if self._latest.get(saga_id, 0) < version:
@@ -246,7 +260,9 @@ class ProjectionChecks:
             if self._scheduled[saga_id]:
                 continue  # saved again since: that later entry checks the newer version
             del self._scheduled[saga_id]
-            version = self._latest.pop(saga_id)
+            version = self._latest.pop(saga_id, None)
+            if version is None:
+                continue  # forgotten
             try:
                 await self._check(saga_id, version)
             except Exception:  # one failed check must not stop the others

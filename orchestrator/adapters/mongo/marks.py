@@ -23,12 +23,15 @@ from orchestrator.errors import StoreError
 
 log = structlog.get_logger("sagawire.store")
 
-MARK_DELAY: Final = 1.0
+MARK_DELAY: Final = 2.0
 """Seconds a `mark_published` waits before it is written."""
 MARK_INTERVAL: Final = 0.02
 """Seconds a cleanup of old version claims may wait to be written together with others."""
 MARK_BATCH: Final = 500
-"""Queued marks that trigger a write at once, due or not."""
+"""Marks written in one call at most."""
+MARK_QUEUE_LIMIT: Final = 20_000
+"""Queued marks beyond which the oldest are written before they are due: a bound on the memory
+the queue holds and on the outboxes a crash leaves to publish again."""
 
 WriteMarks = Callable[[dict[str, int]], Awaitable[None]]
 """Writes marks (saga id -> version); raises `StoreError` when it cannot."""
@@ -44,8 +47,8 @@ class QueuedMark(NamedTuple):
 
 
 class MarkQueue:
-    """Marks and claim clean-ups waiting to be written by a background task, which writes them
-    every `MARK_INTERVAL` seconds once due, or at once at `MARK_BATCH` marks."""
+    """Marks and claim clean-ups waiting to be written by a background task, which writes the
+    marks once due, up to `MARK_BATCH` a call, and the clean-ups every `MARK_INTERVAL` seconds."""
 
     def __init__(self, write_marks: WriteMarks, shrink_claims: ShrinkClaims) -> None:
         self._write_marks = write_marks
@@ -133,7 +136,7 @@ class MarkQueue:
 
     def _wake_flusher(self) -> None:
         self._wake.set()
-        if len(self.queued) >= MARK_BATCH:
+        if len(self.queued) > MARK_QUEUE_LIMIT:
             self._full.set()
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(
@@ -141,22 +144,25 @@ class MarkQueue:
             )
 
     def _take(self, *, due_only: bool) -> dict[str, int]:
-        """Remove and return the queued marks to write now."""
-        if not due_only or len(self.queued) >= MARK_BATCH:
+        """Remove and return the queued marks to write now: every one, or the oldest that are
+        due or over `MARK_QUEUE_LIMIT`, `MARK_BATCH` at most."""
+        if not due_only:
             queued, self.queued = self.queued, {}
             return {saga_id: mark.version for saga_id, mark in queued.items()}
         cutoff = time.monotonic() - MARK_DELAY
-        taken = {}
-        for saga_id, mark in list(self.queued.items()):
-            if mark.since > cutoff:
+        over = len(self.queued) - MARK_QUEUE_LIMIT
+        taken: dict[str, int] = {}
+        for saga_id, mark in self.queued.items():
+            if len(taken) == MARK_BATCH or (mark.since > cutoff and len(taken) >= over):
                 break
             taken[saga_id] = mark.version
+        for saga_id in taken:
             del self.queued[saga_id]
         return taken
 
     def _next_flush_in(self) -> float | None:
         """Seconds until something queued is due to be written; None when nothing is queued."""
-        if len(self.queued) >= MARK_BATCH:
+        if len(self.queued) > MARK_QUEUE_LIMIT:
             return 0.0
         waits = []
         if self._old_claims:

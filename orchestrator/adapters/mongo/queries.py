@@ -1,9 +1,9 @@
 """What operators ask of the `sagas` collection (`store.queries`): listings, counts, latencies.
 
 Read-only and plain MongoDB (`$and`, `$or`, `$in`, ranges, sort, skip, limit), so it runs on
-FerretDB too. Every filter field has an index (`documents.SAGA_INDEXES`). On FerretDB v1 the
-saga documents can trail a save by about a second (`ferretdb`); `sagas show` reads through the
-store, which is exact.
+FerretDB too. On MongoDB every filter field has an index (`documents.SAGA_INDEXES`); FerretDB v1
+reads the whole collection for them and gets none. There the saga documents can also trail a save
+by a few seconds (`ferretdb`); `sagas show` reads through the store, which is exact.
 """
 
 from __future__ import annotations

@@ -63,11 +63,15 @@ class MongoSagaStore:
         database: str = DEFAULT_DATABASE,
         *,
         version_claims: bool = False,
+        secondary_indexes: bool = True,
     ) -> None:
         self.client = client
         self.database = client[database]
         self.version_claims = version_claims
         """Check versions with claim inserts (FerretDB v1), not the atomic conditional write."""
+        self.secondary_indexes = secondary_indexes
+        """Create the query indexes (`SAGA_INDEXES`); off on FerretDB v1, which answers no query
+        from them (`ferretdb`) and would only pay for them on every write."""
         self._sagas: AsyncCollection[Document] = self.database["sagas"]
         self._machines: AsyncCollection[Document] = self.database["machines"]
         self._pauses: AsyncCollection[Document] = self.database["machine_pauses"]
@@ -95,7 +99,12 @@ class MongoSagaStore:
         The database is `database`, else the URL's path, else `sagawire`.
         """
         found = await connection.connect(url, database, timeout=timeout)
-        store = cls(found.client, found.database, version_claims=found.ferretdb_v1)
+        store = cls(
+            found.client,
+            found.database,
+            version_claims=found.ferretdb_v1,
+            secondary_indexes=not found.ferretdb_v1,
+        )
         store.server_state = found.server_state
         return store
 
@@ -137,7 +146,7 @@ class MongoSagaStore:
         with store_errors("create indexes"):
             # One index per call: FerretDB v1 drops the connection when a createIndexes command
             # holding several indexes meets ones that exist already.
-            for name, keys, options in SAGA_INDEXES:
+            for name, keys, options in SAGA_INDEXES if self.secondary_indexes else []:
                 await self._sagas.create_index(keys, name=name, **options)
             if self.version_claims:
                 # Created now, not by the first claim: FerretDB v1 deadlocks when it creates a
