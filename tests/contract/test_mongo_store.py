@@ -11,7 +11,7 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from orchestrator.adapters.mongo import MongoSagaStore
-from orchestrator.adapters.mongo.documents import SAGA_INDEXES
+from orchestrator.adapters.mongo.documents import SAGA_INDEXES, to_document
 from orchestrator.adapters.mongo.ferretdb import is_ferretdb_v1
 from orchestrator.adapters.mongo.marks import MARK_DELAY, QueuedMark
 from orchestrator.core.conditions import ConditionTypeError
@@ -423,6 +423,27 @@ async def test_a_save_whose_saga_write_was_lost_is_repaired_on_load(
     assert loaded.version == 2
     assert loaded.data["step"] == "two"
     assert (await sagas.find_one({"_id": "saga-1"}))["version"] == 2
+
+
+async def test_claims_hold_the_saga_as_bson_and_older_embedded_ones_still_load(
+    claims_mongo_store, make_saga
+):
+    store = claims_mongo_store
+    saga = await store.insert(make_saga())
+    saved = await store.save(saga)
+    claims = store.database["saga_versions"]
+    assert isinstance((await claims.find_one({"_id": "saga-1#2"}))["saga"], bytes)
+
+    # A claim written by an earlier version of the store embeds the document; the saga document
+    # is behind it, as after a lost write.
+    embedded = to_document(saved.with_version(3))
+    embedded["data"] = {"step": "embedded"}
+    older_claim = {"_id": "saga-1#3", "saga_id": "saga-1", "version": 3, "saga": embedded}
+    await claims.insert_one(older_claim)
+
+    loaded = await store.load("saga-1")
+    assert (loaded.version, loaded.data) == (3, {"step": "embedded"})
+    assert (await store.database["sagas"].find_one({"_id": "saga-1"}))["version"] == 3
 
 
 async def wait_for_version(raw, saga_id: str, version: int, within: float) -> int:

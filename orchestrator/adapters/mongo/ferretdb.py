@@ -39,7 +39,9 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
+import bson
 import structlog
+from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -112,7 +114,10 @@ class VersionClaims:
         encoded = encode(document)  # once, for the claim and the saga document
         try:
             await self._claiming.submit(
-                {"_id": claim, "saga_id": saga.saga_id, "version": version, "saga": encoded}
+                # The document as BSON bytes: FerretDB stores a binary value as one string,
+                # where an embedded document costs it a tree of values to build and take apart
+                # on every write and read of the claim. Only a load that repairs opens it.
+                {"_id": claim, "saga_id": saga.saga_id, "version": version, "saga": encoded.raw}
             )
         except DuplicateKeyError:
             raise VersionConflict(saga.saga_id, saga.version) from None
@@ -189,11 +194,11 @@ class VersionClaims:
                 newest = claim
         if newest is None:
             return stored
-        newer: Document = newest["saga"]
+        newer = claimed_document(newest["saga"], self.sagas.codec_options)
         self.counts.round_trips += 1
         async with self.writing.hold(saga_id):
             result = await self.sagas.replace_one(
-                {"_id": saga_id, "version": {"$lt": newest["version"]}}, dict(newer)
+                {"_id": saga_id, "version": {"$lt": newest["version"]}}, newer
             )
         self.counts.writes += result.modified_count
         return newer
@@ -213,6 +218,14 @@ class VersionClaims:
         await self._projecting.close()
         for checks in self.projection_checks:
             await checks.close()
+
+
+def claimed_document(saga: bytes | Document, codec_options: CodecOptions[Document]) -> Document:
+    """The saga document a claim holds: BSON bytes, or an embedded document as claims made by
+    earlier versions of the store hold it."""
+    if isinstance(saga, bytes):
+        return bson.decode(saga, codec_options)
+    return dict(saga)
 
 
 Check = Callable[[str, int], Awaitable[None]]
