@@ -18,7 +18,7 @@ FerretDB v1 lacks:
 - Hence `sagas` can fall behind its claims: a stale write of another process, or one the server
   runs after its caller was cancelled, can put an older version back. `due`/`with_outbox`
   only choose sagas to load, and the load repairs them; so that counts and listings catch up too,
-  `ProjectionChecks` read each saga document again two seconds after its last save here (ten
+  `ProjectionChecks` read each saga document again five seconds after its last save here (ten
   seconds after a save that finished it) and repair it when it is behind.
 - Many concurrent writers: its SQLite backend writes one transaction at a time, so its client
   gets `FERRETDB_POOL_SIZE` connections (`connection`).
@@ -64,7 +64,7 @@ FERRETDB_POOL_SIZE: Final = 10
 """Connections per client to FerretDB v1 when the URL sets no `maxPoolSize`: many more concurrent
 writers only queue in SQLite's busy handler, unfairly, and some give up after 10 s with
 "database is locked"."""
-PROJECTION_CHECK_DELAYS: Final = (2.0, 10.0)
+PROJECTION_CHECK_DELAYS: Final = (5.0, 10.0)
 """Seconds after a saga's last save when its saga document is read again and repaired if it is
 behind: the first when the save left it running, the second when it finished it. A finished saga
 is checked later, once, since writes the server runs late may land after a first check; a running
