@@ -96,7 +96,15 @@ class Rig:
         return process
 
     async def start(self, *, participants: bool = True, daemon: bool = True) -> None:
-        """Fresh queues, then the processes asked for, once they serve."""
+        """Fresh queues, then the processes asked for, once they serve; stopped again when they
+        do not, so that none is left to take a later run's messages."""
+        try:
+            await self._start(participants=participants, daemon=daemon)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start(self, *, participants: bool, daemon: bool) -> None:
         connection = await aio_pika.connect(self.amqp_url)
         async with connection:
             await delete_queues(connection, topology_queues(SERVICES))
