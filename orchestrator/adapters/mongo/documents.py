@@ -3,17 +3,21 @@
 A saga document is the `Saga` model as dumped without its None fields, `_id` = saga id, plus the
 derived `outbox_pending: true` while the outbox holds commands (absent otherwise): with a sparse
 index (FerretDB v1 has no partial ones), on MongoDB that index holds only the sagas with a pending
-outbox. A version claim's key is `<saga id>#<version>` (see `ferretdb`).
+outbox. On FerretDB v1 the history is packed into one BSON value (`to_document`). A version claim's
+key is `<saga id>#<version>` (see `ferretdb`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import re
 from collections.abc import Iterator
 from typing import Any, Final
 
+import bson
+from bson.codec_options import CodecOptions
 from bson.errors import BSONError
 from pymongo.errors import PyMongoError, WriteError
 
@@ -65,7 +69,13 @@ def claim_key(saga_id: str, version: int) -> str:
     return f"{saga_id}#{version}"
 
 
-def to_document(saga: Saga) -> Document:
+HISTORY_CODEC: Final[CodecOptions[Document]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
+"""How a packed history is decoded: its times as the driver reads the rest of the document."""
+
+
+def to_document(saga: Saga, *, packed_history: bool = False) -> Document:
+    """The saga's document; with `packed_history`, its history as BSON bytes (`{"entries":
+    [...]}`) rather than an array, as the store writes it on FerretDB v1 (`ferretdb`)."""
     # Without the fields that are None (in the saga and its parts, never in its data): a fifth
     # of a finished saga's size, which each write and read of it costs. A missing field reads
     # back as None, in a query too (`{"label": None}` matches it).
@@ -73,14 +83,26 @@ def to_document(saga: Saga) -> Document:
     document["_id"] = saga.saga_id
     if saga.outbox:
         document["outbox_pending"] = True
+    if packed_history:
+        document["history"] = bson.encode({"entries": document["history"]})
     return document
 
 
 def from_document(document: Document) -> Saga:
+    """The saga a document holds, its history packed or not."""
     fields = dict(document)
     fields["saga_id"] = fields.pop("_id")
     fields.pop("outbox_pending", None)
+    fields["history"] = history_of(fields.get("history"))
     return Saga.model_validate(fields)
+
+
+def history_of(history: bytes | list[Document] | None) -> list[Document]:
+    """A document's history entries, from an array or packed as BSON bytes."""
+    if isinstance(history, bytes):
+        entries: list[Document] = bson.decode(history, HISTORY_CODEC)["entries"]
+        return entries
+    return history or []
 
 
 UNENCODABLE: Final = (BSONError, UnicodeEncodeError, OverflowError)

@@ -27,6 +27,10 @@ FerretDB v1 lacks:
   while its SQLite backend still keeps each index up to date on every write: the query indexes
   cost a quarter of its CPU under load and served nothing, so `connect()` leaves them out
   (`MongoSagaStore.secondary_indexes`).
+- Cheap documents. It turns every document it reads or writes into a tree of values, one per
+  field, and back: a saga's history, most of its document and read by no query, is written as
+  one BSON value there (`documents.to_document`), which it handles as one string
+  (`MongoSagaStore.packed_history`).
 - Partial indexes (`documents`: a sparse index on `outbox_pending` instead), several indexes in one
   createIndexes, and creating a collection under load (`MongoSagaStore.ensure_indexes`).
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from orchestrator.adapters.mongo.documents import UNFINISHED, Document, store_errors
+from orchestrator.adapters.mongo.documents import UNFINISHED, Document, history_of, store_errors
 from orchestrator.core.saga import SagaStatus
 
 _SUMMARY = {
@@ -165,7 +165,7 @@ class SagaQueries:
             cursor = self._sagas.find(query, {"machine": 1, "history": 1}).sort("updated_at", -1)
             async for document in cursor.limit(sample):
                 found = latencies.setdefault(str(document["machine"]), [])
-                found.extend(history_latencies(document.get("history") or []))
+                found.extend(history_latencies(history_of(document.get("history"))))
         return latencies
 
 

@@ -64,6 +64,7 @@ class MongoSagaStore:
         *,
         version_claims: bool = False,
         secondary_indexes: bool = True,
+        packed_history: bool = False,
     ) -> None:
         self.client = client
         self.database = client[database]
@@ -72,6 +73,9 @@ class MongoSagaStore:
         self.secondary_indexes = secondary_indexes
         """Create the query indexes (`SAGA_INDEXES`); off on FerretDB v1, which answers no query
         from them (`ferretdb`) and would only pay for them on every write."""
+        self.packed_history = packed_history
+        """Write each saga's history as one BSON value (FerretDB v1: `ferretdb`); documents
+        are read in either layout."""
         self._sagas: AsyncCollection[Document] = self.database["sagas"]
         self._machines: AsyncCollection[Document] = self.database["machines"]
         self._pauses: AsyncCollection[Document] = self.database["machine_pauses"]
@@ -104,6 +108,7 @@ class MongoSagaStore:
             found.database,
             version_claims=found.ferretdb_v1,
             secondary_indexes=not found.ferretdb_v1,
+            packed_history=found.ferretdb_v1,
         )
         store.server_state = found.server_state
         return store
@@ -174,7 +179,8 @@ class MongoSagaStore:
         stored = saga.with_version(1)
         with store_errors("insert saga", saga.saga_id):
             try:
-                await self._inserting.submit(encode(to_document(stored)))
+                document = to_document(stored, packed_history=self.packed_history)
+                await self._inserting.submit(encode(document))
             except DuplicateKeyError:
                 raise SagaExists(saga.saga_id) from None
         return stored
@@ -187,7 +193,7 @@ class MongoSagaStore:
 
     async def save(self, saga: Saga) -> Saga:
         stored = saga.with_version(saga.version + 1)
-        document = to_document(stored)
+        document = to_document(stored, packed_history=self.packed_history)
         with store_errors("save saga", saga.saga_id):
             if self.version_claims:
                 superseded = await self._claims.save(saga, document)

@@ -1,0 +1,65 @@
+"""Saga documents: the layout the MongoDB store writes, in both forms of the history."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import bson
+import pytest
+
+from orchestrator.adapters.mongo.documents import (
+    from_document,
+    history_of,
+    to_document,
+)
+from orchestrator.core.saga import HistoryEntry, Saga
+
+NOW = dt.datetime(2026, 12, 4, 12, 0, 0, 123000, tzinfo=dt.UTC)
+
+
+def saga() -> Saga:
+    made = Saga(
+        saga_id="s-1",
+        machine="order",
+        machine_version=1,
+        state="pay",
+        data={"kept": None, "nested": {"also": None}},
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    made.history.append(HistoryEntry(at=NOW, event="started", state="pay"))
+    made.history.append(
+        HistoryEntry(at=NOW, event="command_sent", state="pay", step="pay", attempt=1)
+    )
+    return made
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_document_read_back_is_the_saga_written(packed: bool) -> None:
+    document = to_document(saga(), packed_history=packed)
+    # As the driver hands it back: encoded and decoded, times in UTC.
+    stored = bson.decode(bson.encode(document), from_document_codec())
+
+    assert from_document(stored) == saga()
+    assert isinstance(stored["history"], bytes) is packed
+
+
+def test_none_fields_are_left_out_but_none_in_the_data_is_kept() -> None:
+    document = to_document(saga())
+
+    assert "label" not in document
+    assert "deadline" not in document
+    assert "step" not in document["history"][0]
+    assert document["data"] == {"kept": None, "nested": {"also": None}}
+
+
+def test_history_of_reads_both_layouts_and_none() -> None:
+    packed = to_document(saga(), packed_history=True)["history"]
+    plain = to_document(saga())["history"]
+
+    assert history_of(packed) == history_of(plain) == plain
+    assert history_of(None) == []
+
+
+def from_document_codec() -> bson.CodecOptions:  # type: ignore[type-arg]
+    return bson.CodecOptions(tz_aware=True, tzinfo=dt.UTC)
