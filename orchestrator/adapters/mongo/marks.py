@@ -3,7 +3,7 @@
 A mark (`mark_published`) clears an outbox once the broker has confirmed its commands. It waits
 `MARK_DELAY` seconds first: a save of a newer version of the saga in the meantime makes it moot
 (that version's document holds only the commands not yet published), and it is dropped unwritten.
-Under load most steps are answered well within a second, so most marks are never written; the
+Under load most steps are answered well within two seconds, so most marks are never written; the
 others go out together in one unordered write. A mark lost in a crash only means that outbox is
 published again on recovery, which participants dedupe by idempotency key. The same background
 task shrinks superseded version claims on FerretDB v1 (see `ferretdb`).
