@@ -86,7 +86,8 @@ async def seed(url: str, sagas: int, ready: int) -> float:
                 to_document(
                     Saga.model_validate_json(
                         texts[n < ready].replace(TEMPLATE_ID, f"restart-{n:08d}")
-                    )
+                    ),
+                    packed_history=store.packed_history,  # as the daemon writes them there
                 )
                 for n in range(first, min(first + BATCH, sagas))
             ]

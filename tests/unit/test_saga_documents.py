@@ -6,6 +6,8 @@ import datetime as dt
 
 import bson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.adapters.mongo.documents import (
     from_document,
@@ -63,3 +65,53 @@ def test_history_of_reads_both_layouts_and_none() -> None:
 
 def from_document_codec() -> bson.CodecOptions:  # type: ignore[type-arg]
     return bson.CodecOptions(tz_aware=True, tzinfo=dt.UTC)
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text().filter(lambda key: "\x00" not in key), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+EVENTS = st.builds(
+    HistoryEntry,
+    at=st.datetimes(
+        min_value=dt.datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis takes naive bounds
+        max_value=dt.datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(dt.UTC),
+    ).map(lambda at: at.replace(microsecond=at.microsecond // 1000 * 1000)),
+    event=st.sampled_from(["started", "entered", "command_sent", "replied", "finished"]),
+    state=st.none() | st.text(max_size=8),
+    step=st.none() | st.text(max_size=8),
+    attempt=st.none() | st.integers(min_value=1, max_value=50),
+    detail=st.none() | st.text(max_size=20),
+)
+
+
+@given(
+    data=st.dictionaries(st.text().filter(lambda key: "\x00" not in key), JSON_VALUES, max_size=5),
+    history=st.lists(EVENTS, max_size=8),
+    label=st.none() | st.text(max_size=8),
+    packed=st.booleans(),
+)
+def test_any_saga_reads_back_as_written_in_either_layout(
+    data: dict[str, object], history: list[HistoryEntry], label: str | None, packed: bool
+) -> None:
+    written = saga()
+    written.data = data
+    written.history = history
+    written.label = label
+
+    document = to_document(written, packed_history=packed)
+    stored = bson.decode(bson.encode(document), from_document_codec())
+
+    assert from_document(stored) == written
