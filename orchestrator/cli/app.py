@@ -3,6 +3,7 @@ it (or on a sub-app declared here), and `orchestrator.cli.main` imports them all
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Annotated
 
 import typer
@@ -13,14 +14,36 @@ app = typer.Typer(
     name="sagawire",
     help="Sagawire: a saga orchestrator for Python microservices.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def installed_version() -> str:
+    """The version of the installed `sagawire` distribution."""
+    try:
+        return metadata.version("sagawire")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"sagawire {installed_version()}")
+        raise typer.Exit
 
 
 @app.callback()
 def _configure(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print Sagawire's version and exit.",
+        ),
+    ] = False,
     log_level: Annotated[
         str | None,
         typer.Option(
