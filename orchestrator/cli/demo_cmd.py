@@ -22,13 +22,18 @@ from orchestrator.errors import ConfigurationError
 from orchestrator.logs import redact
 from participants_sdk.errors import BrokerError
 
-PACKAGED_MACHINES = Path(__file__).resolve().parents[2] / "machines"
+CHECKOUT_MACHINES = Path(__file__).resolve().parents[2] / "machines"
+"""The machines folder of the Sagawire checkout this runs from, if it runs from one."""
+INSTALLED_MACHINES = Path(sys.prefix) / "share" / "sagawire" / "machines"
+"""Where an installed wheel puts the same files (`data-files` in pyproject.toml)."""
 
 
 def default_machines_path() -> Path:
-    """`./machines` when there is one, else the machines folder of the Sagawire checkout."""
-    local = Path("machines")
-    return local if local.is_dir() else PACKAGED_MACHINES
+    """`./machines` when there is one, else the Sagawire checkout's, else the installed ones."""
+    for candidate in (Path("machines"), CHECKOUT_MACHINES):
+        if candidate.is_dir():
+            return candidate
+    return INSTALLED_MACHINES
 
 
 def _load(path: Path) -> MachineRegistry:
@@ -71,7 +76,8 @@ def demo(
         float, typer.Option(min=1.0, help="Seconds to wait for every saga to finish.")
     ] = 120.0,
     machines: Annotated[
-        Path | None, typer.Option(help="Machines folder (default: ./machines).")
+        Path | None,
+        typer.Option(help="Machines folder (default: ./machines, else the ones Sagawire ships)."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the outcome counts as JSON, no progress bar.")

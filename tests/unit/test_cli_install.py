@@ -54,3 +54,29 @@ def test_completion_can_be_installed() -> None:
 
     assert "--install-completion" in result.stdout
     assert "--show-completion" in result.stdout
+
+
+def test_the_demo_finds_machines_here_then_in_the_checkout_then_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.cli import demo_cmd  # noqa: PLC0415 - registers `demo` only where needed
+
+    monkeypatch.chdir(tmp_path)
+    assert demo_cmd.default_machines_path() == demo_cmd.CHECKOUT_MACHINES  # tests run from one
+
+    monkeypatch.setattr(demo_cmd, "CHECKOUT_MACHINES", tmp_path / "no-checkout")
+    assert demo_cmd.default_machines_path() == demo_cmd.INSTALLED_MACHINES
+
+    (tmp_path / "machines").mkdir()
+    assert demo_cmd.default_machines_path() == Path("machines")
+
+
+def test_the_wheel_installs_the_checkout_machines() -> None:
+    # pyproject.toml's data-files entry names the files the demo needs once installed.
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    assert '"share/sagawire/machines" = ["machines/*.yaml"]' in text
+    from orchestrator.cli import demo_cmd  # noqa: PLC0415
+
+    assert demo_cmd.INSTALLED_MACHINES.parts[-3:] == ("share", "sagawire", "machines")
+    assert (demo_cmd.CHECKOUT_MACHINES / "order.yaml").is_file()
