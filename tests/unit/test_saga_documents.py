@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.adapters.mongo.documents import (
+    PACKED_CODEC,
     from_document,
     history_of,
     to_document,
@@ -40,7 +41,7 @@ def saga() -> Saga:
 def test_a_document_read_back_is_the_saga_written(packed: bool) -> None:
     document = to_document(saga(), packed_history=packed)
     # As the driver hands it back: encoded and decoded, times in UTC.
-    stored = bson.decode(bson.encode(document), from_document_codec())
+    stored = bson.decode(bson.encode(document), PACKED_CODEC)
 
     assert from_document(stored) == saga()
     assert isinstance(stored["history"], bytes) is packed
@@ -61,10 +62,6 @@ def test_history_of_reads_both_layouts_and_none() -> None:
 
     assert history_of(packed) == history_of(plain) == plain
     assert history_of(None) == []
-
-
-def from_document_codec() -> bson.CodecOptions:  # type: ignore[type-arg]
-    return bson.CodecOptions(tz_aware=True, tzinfo=dt.UTC)
 
 
 JSON_SCALARS = (
@@ -112,6 +109,6 @@ def test_any_saga_reads_back_as_written_in_either_layout(
     written.label = label
 
     document = to_document(written, packed_history=packed)
-    stored = bson.decode(bson.encode(document), from_document_codec())
+    stored = bson.decode(bson.encode(document), PACKED_CODEC)
 
     assert from_document(stored) == written

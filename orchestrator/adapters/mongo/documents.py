@@ -69,8 +69,13 @@ def claim_key(saga_id: str, version: int) -> str:
     return f"{saga_id}#{version}"
 
 
-HISTORY_CODEC: Final[CodecOptions[Document]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
-"""How a packed history is decoded: its times as the driver reads the rest of the document."""
+PACKED_CODEC: Final[CodecOptions[Document]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
+"""How a value packed as BSON bytes is read: times as the store's client reads the rest."""
+
+
+def unpack(packed: bytes) -> Document:
+    """A document the store packed as BSON bytes (a history, a version claim's saga)."""
+    return bson.decode(packed, PACKED_CODEC)
 
 
 def to_document(saga: Saga, *, packed_history: bool = False) -> Document:
@@ -100,7 +105,7 @@ def from_document(document: Document) -> Saga:
 def history_of(history: bytes | list[Document] | None) -> list[Document]:
     """A document's history entries, from an array or packed as BSON bytes."""
     if isinstance(history, bytes):
-        entries: list[Document] = bson.decode(history, HISTORY_CODEC)["entries"]
+        entries: list[Document] = unpack(history)["entries"]
         return entries
     return history or []
 

@@ -43,9 +43,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import bson
 import structlog
-from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -57,6 +55,7 @@ from orchestrator.adapters.mongo.documents import (
     WriteCounts,
     claim_key,
     store_errors,
+    unpack,
 )
 from orchestrator.core.saga import Saga, SagaStatus
 from orchestrator.errors import VersionConflict
@@ -198,7 +197,7 @@ class VersionClaims:
                 newest = claim
         if newest is None:
             return stored
-        newer = claimed_document(newest["saga"], self.sagas.codec_options)
+        newer = claimed_document(newest["saga"])
         self.counts.round_trips += 1
         async with self.writing.hold(saga_id):
             result = await self.sagas.replace_one(
@@ -224,12 +223,10 @@ class VersionClaims:
             await checks.close()
 
 
-def claimed_document(saga: bytes | Document, codec_options: CodecOptions[Document]) -> Document:
+def claimed_document(saga: bytes | Document) -> Document:
     """The saga document a claim holds: BSON bytes, or an embedded document as claims made by
     earlier versions of the store hold it."""
-    if isinstance(saga, bytes):
-        return bson.decode(saga, codec_options)
-    return dict(saga)
+    return unpack(saga) if isinstance(saga, bytes) else dict(saga)
 
 
 Check = Callable[[str, int], Awaitable[None]]
