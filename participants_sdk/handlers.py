@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from participants_sdk import protocol
 from participants_sdk.dedupe import StoredReply
 from participants_sdk.errors import HandlerSignatureError, Reject
+from participants_sdk.headers import valid_traceparent
 
 if typing.TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -53,6 +54,9 @@ class CommandContext:
     log: FilteringBoundLogger = dataclasses.field(repr=False, compare=False)
     compensates: str | None = None
     """On a compensation: the idempotency key of the step it undoes."""
+    traceparent: str | None = None
+    """The saga's W3C trace context, when it was started with one (the SDK copies it onto the
+    reply)."""
 
 
 HandlerFn = Callable[[Any, CommandContext], Awaitable[BaseModel]]
@@ -116,6 +120,7 @@ def read_context(message: protocol.WireMessage, log: FilteringBoundLogger) -> Co
         message_id=message.message_id,
         log=log.bind(command=message.type, saga_id=saga_id, idempotency_key=key, attempt=attempt),
         compensates=message.header_str(protocol.H_COMPENSATES),
+        traceparent=valid_traceparent(message.headers.get(protocol.H_TRACEPARENT)),
     )
 
 

@@ -29,6 +29,34 @@ _TRUE: Final = frozenset({"true", "1"})
 _FALSE: Final = frozenset({"false", "0"})
 
 
+_TRACEPARENT: Final = re.compile(
+    r"(?P<version>[0-9a-f]{2})-(?P<trace>[0-9a-f]{32})-(?P<parent>[0-9a-f]{16})-[0-9a-f]{2}"
+    r"(?P<rest>-.*)?",
+    re.ASCII | re.DOTALL,
+)
+MAX_TRACEPARENT_CHARS: Final = 512
+"""A traceparent of a later version may carry more fields; none is anywhere near this long."""
+
+
+def valid_traceparent(value: object) -> str | None:
+    """`value` if it is a W3C `traceparent` Sagawire passes on, else None.
+
+    Version 00 is exactly `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; a later
+    version (not `ff`) may add fields after those, which are kept as they are. Trace and parent
+    ids of all zeros are invalid. Lower-case hexadecimal only, as the specification says.
+    """
+    if not isinstance(value, str) or len(value) > MAX_TRACEPARENT_CHARS:
+        return None
+    match = _TRACEPARENT.fullmatch(value)
+    if match is None or match["version"] == "ff":
+        return None
+    if match["version"] == "00" and match["rest"] is not None:
+        return None
+    if set(match["trace"]) == {"0"} or set(match["parent"]) == {"0"}:
+        return None
+    return value
+
+
 class HeaderError(ValueError):
     """A header or property whose value breaks the rules above; the message says which."""
 

@@ -3,7 +3,9 @@
     client = SagaClient(broker)
     saga_id = await client.start_saga("order", {"order_id": "o-1", ...}, saga_id="o-1")
 
-Starting is idempotent on the saga id: sending the same start twice starts one saga.
+Starting is idempotent on the saga id: sending the same start twice starts one saga. A W3C
+`traceparent` given to `start_saga` goes with the request; the saga puts it on every command it
+sends, and participants copy it onto their replies.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from participants_sdk import protocol
 from participants_sdk.errors import NotConfirmed
+from participants_sdk.headers import valid_traceparent
 from participants_sdk.limits import check_storable
 from participants_sdk.transport import Broker
 
@@ -47,20 +50,34 @@ class SagaClient:
         self.start_attempts = start_attempts
 
     async def start_saga(
-        self, machine: str, data: dict[str, Any], *, saga_id: str | None = None
+        self,
+        machine: str,
+        data: dict[str, Any],
+        *,
+        saga_id: str | None = None,
+        traceparent: str | None = None,
     ) -> str:
         """Ask the orchestrator to start a saga; returns its id once the broker has the request.
 
         Data the store cannot hold (see `participants_sdk.limits`) raises `UnstorableData` here,
-        before anything is sent: the orchestrator would refuse it.
+        before anything is sent: the orchestrator would refuse it. A `traceparent` that is not
+        a valid W3C one raises `ValueError`.
         """
         check_storable(data, "start data")
+        headers: dict[str, Any] = {}
+        if traceparent is not None:
+            if valid_traceparent(traceparent) is None:
+                raise ValueError(
+                    f"traceparent {traceparent[:60]!r} is not a W3C traceparent "
+                    "(00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>)"
+                )
+            headers[protocol.H_TRACEPARENT] = traceparent
         request = StartRequest(machine=machine, saga_id=saga_id or uuid.uuid4().hex, data=data)
         # The message id derives from the saga id: a resent start is recognisably the same one.
         body, message_id = request.model_dump(mode="json"), f"start:{request.saga_id}"
         for attempt in range(1, self.start_attempts + 1):
             try:
-                await self._send("start", body, message_id)
+                await send_control_request(self._broker, "start", body, message_id, headers)
             except NotConfirmed as exc:  # the connection went mid-publish: send it again
                 if attempt == self.start_attempts:
                     raise
@@ -75,15 +92,20 @@ class SagaClient:
                 break
         return request.saga_id
 
-    async def _send(self, verb: str, body: dict[str, Any], message_id: str) -> None:
-        await send_control_request(self._broker, verb, body, message_id)
-
 
 async def send_control_request(
-    broker: Broker, verb: str, body: dict[str, Any], message_id: str
+    broker: Broker,
+    verb: str,
+    body: dict[str, Any],
+    message_id: str,
+    headers: dict[str, Any] | None = None,
 ) -> None:
     """Publish one request to the control queue; `body["saga_id"]` is its correlation id."""
     message = protocol.WireMessage.json(
-        type=verb, payload=body, correlation_id=body["saga_id"], message_id=message_id
+        type=verb,
+        payload=body,
+        correlation_id=body["saga_id"],
+        message_id=message_id,
+        headers=headers,
     )
     await broker.publish(protocol.CONTROL_EXCHANGE, protocol.CONTROL_ROUTING_KEY, message)

@@ -15,6 +15,7 @@ from orchestrator.errors import ConfigurationError, DefinitionError, StoreError
 from orchestrator.settings import Settings
 from participants_sdk.errors import BrokerError
 from participants_sdk.gc_tuning import tune_gc
+from participants_sdk.headers import valid_traceparent
 from participants_sdk.limits import UnstorableData, check_storable
 
 
@@ -114,16 +115,28 @@ def start(
     mongodb_url: Annotated[
         str | None, typer.Option(help="MongoDB URL, for --wait (env SAGAWIRE_MONGODB_URL)")
     ] = None,
+    traceparent: Annotated[
+        str | None,
+        typer.Option(
+            help="W3C trace context to start the saga under "
+            "(00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>); every command of the "
+            "saga carries it."
+        ),
+    ] = None,
 ) -> None:
     """Start a saga by sending a start request to the running daemon; prints the saga id."""
     payload = _parse_data(data)
+    if traceparent is not None and valid_traceparent(traceparent) is None:
+        raise fail(f"--traceparent {traceparent[:60]!r} is not a W3C traceparent", code=2)
     settings = load_settings(amqp_url=amqp_url, mongodb_url=mongodb_url)
 
     async def send() -> str:
         from participants_sdk.saga_client import SagaClient  # noqa: PLC0415 - keeps --help light
 
         async with control_broker(settings) as broker:
-            return await SagaClient(broker).start_saga(machine, payload, saga_id=saga_id)
+            return await SagaClient(broker).start_saga(
+                machine, payload, saga_id=saga_id, traceparent=traceparent
+            )
 
     try:
         started = asyncio.run(send())

@@ -96,6 +96,7 @@ def _start(definition: MachineDefinition, message: StartSaga, now: dt.datetime) 
         machine_version=definition.version,
         state=definition.initial,
         data=copy_json(message.data),
+        traceparent=message.traceparent,
         created_at=now,
         updated_at=now,
     )

@@ -15,6 +15,8 @@ class StartSaga:
     machine: str
     data: dict[str, Any]
     request_id: str | None = None
+    traceparent: str | None = None
+    """The caller's W3C trace context: every command of the saga carries it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

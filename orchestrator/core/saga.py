@@ -169,6 +169,8 @@ class Saga(_Model):
     start_digest: str | None = None
     """Digest of the machine and data the saga was started with (`start_digest()`), so that a
     second start with the same id can be told apart: a repeat, or a conflict."""
+    traceparent: str | None = None
+    """The W3C trace context of the start request, put on every command the saga sends."""
     created_at: dt.datetime
     updated_at: dt.datetime
     finished_at: dt.datetime | None = None

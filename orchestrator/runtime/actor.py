@@ -202,7 +202,9 @@ class SagaActor:
         if not saga.outbox:
             return saga
         broker, stats = self._context.broker, self._context.stats
-        messages = [command_message(command) for command in saga.outbox]
+        messages = [
+            command_message(command, traceparent=saga.traceparent) for command in saga.outbox
+        ]
         stats.publishing += len(messages)
         try:
             if len(messages) == 1:  # the usual case: no task for gather to wrap it in

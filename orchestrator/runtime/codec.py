@@ -14,7 +14,12 @@ from orchestrator.core.saga import OutgoingCommand
 from orchestrator.errors import SagawireError
 from orchestrator.runtime.control import CONTROL_VERBS, OperatorCommand
 from participants_sdk import protocol
-from participants_sdk.headers import HeaderError, check_json_content, describe
+from participants_sdk.headers import (
+    HeaderError,
+    check_json_content,
+    describe,
+    valid_traceparent,
+)
 from participants_sdk.limits import UnstorableData, check_storable
 from participants_sdk.saga_client import StartRequest
 
@@ -23,7 +28,10 @@ class InvalidMessage(SagawireError):
     """A message that can never be processed; `reason` goes into the dead-letter headers."""
 
 
-def command_message(command: OutgoingCommand) -> protocol.WireMessage:
+def command_message(
+    command: OutgoingCommand, *, traceparent: str | None = None
+) -> protocol.WireMessage:
+    """The wire message of a command from a saga's outbox, with the saga's trace context."""
     headers: dict[str, Any] = {
         protocol.H_MACHINE: command.machine,
         protocol.H_VERSION: command.version,
@@ -35,6 +43,8 @@ def command_message(command: OutgoingCommand) -> protocol.WireMessage:
     }
     if command.compensates is not None:
         headers[protocol.H_COMPENSATES] = command.compensates
+    if traceparent is not None:
+        headers[protocol.H_TRACEPARENT] = traceparent
     return protocol.WireMessage.json(
         type=command.name,
         payload=command.payload,
@@ -155,6 +165,7 @@ def parse_control(
                     machine=start.machine,
                     data=start.data,
                     request_id=message.message_id,
+                    traceparent=valid_traceparent(message.headers.get(protocol.H_TRACEPARENT)),
                 ),
                 start.machine,
             )

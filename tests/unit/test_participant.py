@@ -579,6 +579,7 @@ async def test_the_context_names_the_step_a_compensation_undoes(broker):
     assert ctx.compensates == "saga-1:execute_payment:1"
     assert ctx.step == "compensate:execute_payment"
     assert (ctx.saga_id, ctx.attempt, ctx.visit) == ("saga-1", 1, 1)
+    assert ctx.traceparent == TRACEPARENT
 
 
 class RefundPayment(BaseModel):
