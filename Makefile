@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit e2e chaos reliability-doc bench bench-quick lint typecheck format clean services services-stop
+.PHONY: install demo test unit e2e chaos reliability-doc bench bench-quick lint typecheck format clean services services-stop node-deps dist dist-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,26 @@ bench-quick: $(BENCH_STAMP) services  ## benchmarks, quick (under 2 minutes): re
 
 test: lint typecheck services  ## lint, type check, start the test services, run every test
 	$(PY) -m pytest --durations=10
+
+# The Node programs the tests run: the Node participant and the AsyncAPI document check, each
+# installed from its lock file (npm ci) when the lock file changed.
+NODE_PROJECTS := examples/node-participant tests/asyncapi
+NODE_STAMPS   := $(addsuffix /node_modules/.sagawire-installed,$(NODE_PROJECTS))
+
+%/node_modules/.sagawire-installed: %/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for $*: install Node.js 20 and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix $* --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: $(NODE_STAMPS)  ## the Node packages the tests use (npm ci from the lock files)
+
+dist: $(STAMP)  ## both wheels into dist/: sagawire (orchestrator and SDK) and sagawire-sdk (SDK alone)
+	rm -rf dist build participants_sdk/build
+	$(PY) -m pip wheel --no-deps --quiet --wheel-dir dist . ./participants_sdk
+	rm -rf build participants_sdk/build
+
+dist-check: $(STAMP)  ## build both wheels and run each from a clean virtual environment
+	bash scripts/check_dists.sh $(PY)
 
 services:  ## start local RabbitMQ and FerretDB for the tests (installs/builds them once)
 	bash scripts/services.sh start

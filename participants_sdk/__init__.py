@@ -10,13 +10,14 @@
         ...
 
 The exceptions (`participants_sdk.errors`) and the wire protocol (`participants_sdk.protocol`)
-have modules of their own.
+have modules of their own, as has `participants_sdk.mongo_dedupe.MongoDedupeStore` (replies
+remembered across restarts; the `mongodb` extra).
 """
 
 from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
 from participants_sdk.errors import BrokerError, ParticipantError, Reject, RetryLater
 from participants_sdk.gc_tuning import tune_gc
-from participants_sdk.handlers import CommandContext
+from participants_sdk.handlers import CommandContext, reply_of
 from participants_sdk.memory import MemoryBroker
 from participants_sdk.participant import Participant
 from participants_sdk.rabbitmq import RabbitBroker
@@ -35,5 +36,6 @@ __all__ = [
     "RetryLater",
     "SagaClient",
     "StoredReply",
+    "reply_of",
     "tune_gc",
 ]

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeGuard, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PydanticUserError, ValidationError
 
 from participants_sdk import protocol
 from participants_sdk.dedupe import StoredReply
@@ -84,6 +84,12 @@ async def run_handler(handler: Handler, command: BaseModel, ctx: CommandContext)
         )
     if not isinstance(result, BaseModel):
         raise TypeError(f"handler returned {type(result).__name__}, not a pydantic model")
+    return reply_of(result)
+
+
+def reply_of(result: BaseModel) -> StoredReply:
+    """The reply the SDK sends for a handler's result: for a handler that stores it itself, in
+    the same transaction as its effect (`MongoDedupeStore.put(..., session=...)`)."""
     return StoredReply(event_name_of(type(result)), result.model_dump(mode="json"))
 
 
@@ -183,3 +189,20 @@ def check_handler(command: str, fn: HandlerFn) -> Handler:
         )
     event_name_of(reply_model)  # a bad `event_name` fails now, not on the first command
     return Handler(command, fn, command_model)
+
+
+def check_models_complete(handler: Handler) -> None:
+    """Resolve the forward references of the handler's models, or say which cannot be.
+
+    Run when serving starts, once every model of the module exists: a model pydantic cannot
+    complete would otherwise fail every command it is given.
+    """
+    reply_model = typing.get_type_hints(handler.fn)["return"]
+    for model in (handler.command_model, reply_model):
+        try:
+            model.model_rebuild(raise_errors=True)
+        except (PydanticUserError, NameError) as exc:
+            raise HandlerSignatureError(
+                f"handler {name_of(handler.fn)} for command {handler.command!r}: model "
+                f"{model.__qualname__} is not fully defined: {exc}"
+            ) from None

@@ -41,6 +41,7 @@ from participants_sdk.handlers import (
     Handler,
     MalformedCommandError,
     check_handler,
+    check_models_complete,
     name_of,
     read_context,
     run_handler,
@@ -150,6 +151,8 @@ class Participant:
             raise ParticipantError(f"participant {self.service!r} has no command handlers")
         if self._serving:
             raise ParticipantError(f"participant {self.service!r} is serving already")
+        for handler in self._handlers.values():
+            check_models_complete(handler)
         self._serving, self._stopping = True, False
         try:
             await broker.declare_service(self.service)

@@ -588,3 +588,21 @@ class RefundPayment(BaseModel):
 
 class PaymentRefunded(BaseModel):
     order_id: str
+
+
+class NotFullyDefined(BaseModel):
+    item: Missing  # type: ignore[name-defined]  # noqa: F821 - never defined: pydantic defers it
+
+
+@pytest.mark.asyncio
+async def test_serve_refuses_a_command_model_pydantic_cannot_complete(broker):
+    participant = Participant("payment")
+
+    @participant.command_handler("execute_payment")
+    async def execute(cmd: NotFullyDefined, ctx: CommandContext) -> PaymentExecuted:
+        return PaymentExecuted(payment_id="p-1")
+
+    with pytest.raises(HandlerSignatureError, match=r"model NotFullyDefined is not fully defined"):
+        async with participant.serve(broker.connect()):
+            pass
+    assert broker.queue_names() == []  # refused before it declared or consumed anything
