@@ -1,6 +1,6 @@
 """W3C trace context: from a start request, kept with the saga, onto every command it sends.
 
-The runtime suite (tests/runtime/test_trace_context.py) runs the same way over the brokers.
+The runtime suite (tests/runtime/test_trace_propagation.py) runs the same way over the brokers.
 """
 
 from __future__ import annotations
