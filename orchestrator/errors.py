@@ -15,7 +15,9 @@
     ├── UnknownMachine           no such machine or version registered; a KeyError [core.machines]
     ├── MachinePaused            a start of a machine an operator paused [core.pauses]
     ├── UnknownSaga              a message for a saga that is not stored [runtime.actor]
-    └── ConflictStorm            version conflicts without end on one saga [runtime.actor]
+    ├── ConflictStorm            version conflicts without end on one saga [runtime.actor]
+    └── AsyncApiError            `sagawire asyncapi` cannot do as asked [asyncapi.participants]
+        └── UnknownService       a service no machine sends commands to
 
 Those with a module in brackets are defined beside what raises them.
 

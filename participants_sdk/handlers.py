@@ -65,9 +65,17 @@ H = TypeVar("H", bound=HandlerFn)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Handler:
+    """A registered command handler: its function, the command's model and the reply's."""
+
     command: str
     fn: HandlerFn
     command_model: type[BaseModel]
+    reply_model: type[BaseModel]
+
+    @property
+    def event(self) -> str:
+        """The event a successful reply is sent as."""
+        return event_name_of(self.reply_model)
 
 
 class MalformedCommandError(ValueError):
@@ -188,7 +196,7 @@ def check_handler(command: str, fn: HandlerFn) -> Handler:
             f"(the reply event), got {reply_model!r}"
         )
     event_name_of(reply_model)  # a bad `event_name` fails now, not on the first command
-    return Handler(command, fn, command_model)
+    return Handler(command, fn, command_model, reply_model)
 
 
 def check_models_complete(handler: Handler) -> None:
@@ -197,8 +205,7 @@ def check_models_complete(handler: Handler) -> None:
     Run when serving starts, once every model of the module exists: a model pydantic cannot
     complete would otherwise fail every command it is given.
     """
-    reply_model = typing.get_type_hints(handler.fn)["return"]
-    for model in (handler.command_model, reply_model):
+    for model in (handler.command_model, handler.reply_model):
         try:
             model.model_rebuild(raise_errors=True)
         except (PydanticUserError, NameError) as exc:

@@ -22,8 +22,9 @@ import contextlib
 import dataclasses
 import functools
 import re
+import types
 import typing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import structlog
@@ -119,6 +120,12 @@ class Participant:
     @property
     def commands(self) -> list[str]:
         return sorted(self._handlers)
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """The registered handlers by command name, read-only: their command and reply models
+        (what `sagawire asyncapi` documents)."""
+        return types.MappingProxyType(self._handlers)
 
     def command_handler(self, command: str) -> Callable[[H], H]:
         """Register the decorated async function as the handler of `command`."""

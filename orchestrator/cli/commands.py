@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.cli import (
+    asyncapi_cmd,  # noqa: F401
     demo_cmd,  # noqa: F401
     dlq_cmd,  # noqa: F401
     machines_cmd,  # noqa: F401

@@ -246,3 +246,9 @@ def example_order(order_id: str) -> dict[str, Any]:
 
 def demo_services(plan: FaultPlan, ledger: Ledger) -> list[Participant]:
     return DemoShop(plan, ledger).services()
+
+
+def demo_participants() -> list[Participant]:
+    """The payment, stock and delivery services with no planned failures, made without arguments
+    (for `sagawire asyncapi --participant orchestrator.demo.participants:demo_participants`)."""
+    return demo_services(FaultPlan(), Ledger())

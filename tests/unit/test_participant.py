@@ -606,3 +606,12 @@ async def test_serve_refuses_a_command_model_pydantic_cannot_complete(broker):
         async with participant.serve(broker.connect()):
             pass
     assert broker.queue_names() == []  # refused before it declared or consumed anything
+
+
+def test_the_handlers_are_readable_with_their_models_but_not_writable():
+    participant = payments()
+    handler = participant.handlers["execute_payment"]
+    assert (handler.command_model, handler.reply_model) == (ExecutePayment, PaymentExecuted)
+    assert handler.event == "payment_executed"
+    with pytest.raises(TypeError):
+        participant.handlers["refund_payment"] = handler  # type: ignore[index]
