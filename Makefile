@@ -23,10 +23,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-unit: $(STAMP)  ## every test but the end-to-end ones (unit, runtime, contract); needs `make services`
+unit: $(STAMP) node-deps  ## every test but the end-to-end ones (unit, runtime, contract); needs `make services`
 	$(PY) -m pytest --ignore=tests/e2e
 
-e2e: $(STAMP) services  ## only the end-to-end runs: daemon and participants as separate processes
+e2e: $(STAMP) services node-deps  ## only the end-to-end runs: daemon and participants as separate processes
 	$(PY) -m pytest tests/e2e -m e2e --durations=10
 
 chaos: $(STAMP) services  ## the reliability suite at full size, then docs/reliability.md's table from its report
@@ -48,7 +48,7 @@ bench: $(BENCH_STAMP) services  ## benchmarks, full (under 10 minutes): reports/
 bench-quick: $(BENCH_STAMP) services  ## benchmarks, quick (under 2 minutes): reports/bench-quick.json
 	$(PY) -m bench.run --quick --out reports/bench-quick.json
 
-test: lint typecheck services  ## lint, type check, start the test services, run every test
+test: lint typecheck services node-deps  ## lint, type check, start the test services, run every test
 	$(PY) -m pytest --durations=10
 
 # The Node programs the tests run: the Node participant and the AsyncAPI document check, each

@@ -29,6 +29,8 @@ ORDER_MACHINE = REPO / "machines" / "order.yaml"
 """The production order machine: 30 s step timeouts ride out a broker restart."""
 E2E_MACHINES = Path(__file__).resolve().parent / "machines"
 """The order machine with a 3 s deliver_order timeout, for the timeout scenario."""
+NODE_PARTICIPANT = REPO / "examples" / "node-participant"
+"""The `stock` service in Node.js (`stock.mjs`), with its npm dependencies in `node_modules`."""
 SERVICES = ("payment", "stock", "delivery")
 FAILURE_RATE = 0.2
 SERVING_LINE = "serving"
@@ -163,13 +165,22 @@ class ProcessGroup:
         return name if self._names[name] == 1 else f"{name}-{self._names[name]}"
 
     def _spawn(
-        self, kind: type[P], name: str, args: list[str], env: Mapping[str, str], **extra: Any
+        self,
+        kind: type[P],
+        name: str,
+        args: list[str],
+        env: Mapping[str, str],
+        *,
+        executable: str = sys.executable,
+        **extra: Any,
     ) -> P:
+        """Start `executable args` (by default this Python) in the checkout, with `env` added
+        to ours."""
         name = self._unique(name)
         stdout, stderr = self.workdir / f"{name}.out", self.workdir / f"{name}.err"
         with stdout.open("wb") as out, stderr.open("wb") as err:
-            popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, *args],
+            popen = subprocess.Popen(  # noqa: S603 - our own programs and arguments
+                [executable, *args],
                 cwd=REPO,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
                 stdin=subprocess.DEVNULL,
@@ -220,6 +231,29 @@ class ProcessGroup:
             args += ["--broken", command]
         env = {"SAGAWIRE_AMQP_URL": self.amqp_url, "SAGAWIRE_LOG_LEVEL": "WARNING"}
         return self._spawn(Service, name, args, env, ledger=ledger)
+
+    def node_service(
+        self,
+        node: str,
+        *,
+        name: str = "stock",
+        failure_rate: float = FAILURE_RATE,
+        handler_delay_ms: int = 0,
+        prefetch: int = 16,
+    ) -> Service:
+        """The Node.js `stock` service of examples/node-participant, run by the `node`
+        executable, keeping its journal in a file (the same file for a service started again
+        under the same name); JSON logs on its stderr."""
+        ledger = self.workdir / f"{name}.journal"
+        env = {
+            "SAGAWIRE_AMQP_URL": self.amqp_url,
+            "STOCK_JOURNAL": str(ledger),
+            "STOCK_FAILURE_RATE": str(failure_rate),
+            "STOCK_HANDLER_DELAY_MS": str(handler_delay_ms),
+            "STOCK_PREFETCH": str(prefetch),
+        }
+        script = NODE_PARTICIPANT / "stock.mjs"
+        return self._spawn(Service, name, [str(script)], env, executable=node, ledger=ledger)
 
     def load(self, prefix: str, count: int, rate: float) -> LoadGenerator:
         """`python -m orchestrator.demo.load`: `count` order sagas at `rate` per second."""
