@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.logs import redact
@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     """Liveness, readiness and metrics; 0 turns the endpoint off."""
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8000, ge=0, le=65535)
+    """`sagawire gateway`: the HTTP API and the flow monitor."""
+    api_tokens: SecretStr | None = None
+    """The gateway's bearer tokens, `TOKEN:SCOPE` separated by commas; scope `read` or
+    `operator`. Never logged."""
+    api_auth: bool = True
+    """False lets every request through without a token: for local use only."""
 
     @field_validator("amqp_url")
     @classmethod

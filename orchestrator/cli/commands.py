@@ -6,6 +6,7 @@ from orchestrator.cli import (
     asyncapi_cmd,  # noqa: F401
     demo_cmd,  # noqa: F401
     dlq_cmd,  # noqa: F401
+    gateway_cmd,  # noqa: F401
     machines_cmd,  # noqa: F401
     operate_cmd,  # noqa: F401
     run_cmd,  # noqa: F401

@@ -20,10 +20,10 @@ import typer
 from orchestrator.adapters.rabbitmq import dead_letters
 from orchestrator.cli.app import sagas_app
 from orchestrator.cli.common import AmqpUrl, MongoUrl, control_broker, fail, load_settings
-from orchestrator.cli.verdict import Refused, await_verdict
 from orchestrator.errors import ConfigurationError, StoreError
 from orchestrator.logs import redact
 from orchestrator.runtime.control import OperatorVerb, send_operator_request
+from orchestrator.verdicts import Refused, await_verdict
 from participants_sdk import protocol
 from participants_sdk.errors import BrokerError
 

@@ -154,8 +154,8 @@ async def _await_start(
     (by the daemon, or because a saga with this id holds another machine or data)."""
     from orchestrator.adapters.mongo import MongoSagaStore  # noqa: PLC0415
     from orchestrator.adapters.rabbitmq import dead_letters  # noqa: PLC0415
-    from orchestrator.cli.verdict import Refused, await_verdict  # noqa: PLC0415
     from orchestrator.core.saga import Saga, start_digest  # noqa: PLC0415
+    from orchestrator.verdicts import Refused, await_verdict  # noqa: PLC0415
 
     digest = start_digest(machine, data)
 

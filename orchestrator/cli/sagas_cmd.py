@@ -12,7 +12,7 @@ from rich.table import Table
 
 from orchestrator.cli.app import sagas_app
 from orchestrator.cli.common import AsJson, MongoUrl, fail, with_store
-from orchestrator.core.durations import parse_duration
+from orchestrator.core.durations import time_or_age
 from orchestrator.core.saga import Saga, SagaStatus
 
 if TYPE_CHECKING:
@@ -25,18 +25,9 @@ def parse_time(text: str, option: str, now: dt.datetime) -> dt.datetime:
     """An ISO 8601 time (UTC unless it says otherwise) or an age, written as machine files write
     durations: 90s, 15m, 1h30m, 7d ago."""
     try:
-        return now - dt.timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise fail(
-            f"{option} {text!r}: give an ISO time (2030-01-31T12:00:00) or an age (90s, 15m, "
-            "1h30m, 7d)",
-            code=2,
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        return time_or_age(text, now)
+    except ValueError as exc:
+        raise fail(f"{option} {exc}", code=2) from None
 
 
 def _when(value: dt.datetime | None, now: dt.datetime | None = None) -> str:

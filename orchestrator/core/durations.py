@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated
 
@@ -48,3 +49,19 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def time_or_age(text: str, now: dt.datetime) -> dt.datetime:
+    """An ISO 8601 time (UTC unless it says otherwise) or an age, written as machine files write
+    durations (90s, 15m, 1h30m, 7d): that long before `now`. ValueError for anything else."""
+    try:
+        return now - dt.timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text[:40]!r}: give an ISO time (2030-01-31T12:00:00) or an age (90s, 15m, 1h30m, 7d)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
