@@ -48,6 +48,7 @@ def offending(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         ),
         ("participants_sdk", ("orchestrator",)),
         ("orchestrator/runtime", ("aio_pika", "pymongo", "orchestrator.cli")),
+        ("orchestrator/gateway", ("orchestrator.cli", "orchestrator.daemon")),
     ],
 )
 def test_layer_imports_only_what_the_design_allows(folder: str, forbidden: tuple[str, ...]) -> None:
