@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,15 +117,20 @@ def parse_metrics(text: str) -> dict[str, float]:
     return samples
 
 
+_LE: Final = re.compile(r'[{,]le="([^"]+)"')
+"""A bucket's upper bound among a sample's labels."""
+
+
 def histogram(samples: Mapping[str, float], name: str) -> list[tuple[float, float]]:
-    """(upper bound, cumulative count) of a Prometheus histogram, in order."""
-    prefix = f'{name}_bucket{{le="'
-    buckets = []
+    """(upper bound, cumulative count) of a Prometheus histogram, in order: the buckets of every
+    series of `name` added up (the daemon's are labelled by machine and step)."""
+    prefix = f"{name}_bucket{{"
+    buckets: dict[float, float] = {}
     for key, value in samples.items():
-        if key.startswith(prefix):
-            bound = key[len(prefix) : -2]
-            buckets.append((float("inf") if bound == "+Inf" else float(bound), value))
-    return sorted(buckets)
+        if key.startswith(prefix) and (found := _LE.search(key, len(prefix) - 1)) is not None:
+            bound = float("inf") if found[1] == "+Inf" else float(found[1])
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    return sorted(buckets.items())
 
 
 def minus(

@@ -11,7 +11,9 @@
 
 The exceptions (`participants_sdk.errors`) and the wire protocol (`participants_sdk.protocol`)
 have modules of their own, as has `participants_sdk.mongo_dedupe.MongoDedupeStore` (replies
-remembered across restarts; the `mongodb` extra).
+remembered across restarts; the `mongodb` extra). Each participant counts what became of its
+commands in `Participant.stats`; `participants_sdk.prometheus.ParticipantCollector` exports the
+counts to Prometheus (the `metrics` extra).
 """
 
 from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
@@ -22,6 +24,7 @@ from participants_sdk.memory import MemoryBroker
 from participants_sdk.participant import Participant
 from participants_sdk.rabbitmq import RabbitBroker
 from participants_sdk.saga_client import SagaClient
+from participants_sdk.stats import ParticipantStats
 
 __all__ = [
     "BrokerError",
@@ -31,6 +34,7 @@ __all__ = [
     "MemoryDedupeStore",
     "Participant",
     "ParticipantError",
+    "ParticipantStats",
     "RabbitBroker",
     "Reject",
     "RetryLater",

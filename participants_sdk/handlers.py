@@ -55,8 +55,9 @@ class CommandContext:
     compensates: str | None = None
     """On a compensation: the idempotency key of the step it undoes."""
     traceparent: str | None = None
-    """The saga's W3C trace context, when it was started with one (the SDK copies it onto the
-    reply)."""
+    """The command's W3C trace context: the saga's, when it was started with one, or the step's
+    span when the daemon records spans. The SDK copies it onto the reply, or, when it records a
+    span for the command itself (`participants_sdk.tracing`), puts that span's there."""
 
 
 HandlerFn = Callable[[Any, CommandContext], Awaitable[BaseModel]]

@@ -22,13 +22,14 @@ import contextlib
 import dataclasses
 import functools
 import re
+import time
 import types
 import typing
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from participants_sdk import protocol
 from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
@@ -38,6 +39,7 @@ from participants_sdk.errors import (
     RetryLater,
 )
 from participants_sdk.handlers import (
+    CommandContext,
     H,
     Handler,
     MalformedCommandError,
@@ -51,6 +53,8 @@ from participants_sdk.handlers import (
 )
 from participants_sdk.headers import HeaderError, bounded, check_json_content
 from participants_sdk.keyed_locks import KeyedLocks
+from participants_sdk.stats import UNKNOWN, ParticipantStats
+from participants_sdk.tracing import CommandSpan, command_span
 
 if typing.TYPE_CHECKING:
     from participants_sdk.transport import Broker, Delivery
@@ -107,15 +111,23 @@ class Participant:
         self.retry_backoff = retry_backoff
         self.max_retry_backoff = max_retry_backoff
         self.dedupe: DedupeStore = MemoryDedupeStore() if dedupe is None else dedupe
-        self.handled = 0
-        """Commands whose handler actually ran (a Reject or an exception counts too)."""
-        self.duplicates = 0
-        """Commands answered from the dedupe store without running the handler."""
+        self.stats = ParticipantStats(service)
+        """What became of the commands, by command (`participants_sdk.prometheus` exports it)."""
         self._handlers: dict[str, Handler] = {}
         self._locks = KeyedLocks()
         self._serving = False
         self._stopping = False
         self._in_flight: set[asyncio.Task[Any]] = set()
+
+    @property
+    def handled(self) -> int:
+        """Commands whose handler actually ran (a Reject or an exception counts too)."""
+        return self.stats.handled.total()
+
+    @property
+    def duplicates(self) -> int:
+        """Commands answered from the dedupe store without running the handler."""
+        return self.stats.duplicates.total()
 
     @property
     def commands(self) -> list[str]:
@@ -206,6 +218,11 @@ class Participant:
         """Process one delivery of a command and settle it; replies go through `broker`."""
         if broker is None:
             raise ParticipantError("handle() outside serve() needs the broker to reply through")
+        with command_span(self.service, delivery.message) as span:
+            await self._handle(delivery, broker, span)
+
+    async def _handle(self, delivery: Delivery, broker: Broker, span: CommandSpan) -> None:
+        """`handle` within the command's span (one that records nothing without OpenTelemetry)."""
         command = delivery.message
         log = _log.bind(
             service=self.service,
@@ -214,17 +231,21 @@ class Participant:
             message_id=command.message_id,
         )
         outcome = await self._decide(command)
+        counted = command.type if command.type in self._handlers else UNKNOWN
         match outcome:
             # Each case settles first and logs after: a failing log call cannot strand a command.
             case Reply(stored, duplicate):
-                reply = self._reply(command, stored)
+                reply = self._reply(command, stored, span.traceparent)
                 try:
                     await broker.publish(protocol.REPLIES_EXCHANGE, self.service, reply)
                 except Exception as exc:  # unconfirmed: the command returns, its reply goes again
                     await delivery.requeue()
+                    self.stats.requeued[counted] += 1
+                    span.not_confirmed()
                     log.warning("reply not confirmed; command requeued", exc_info=exc)
                     return
                 await delivery.ack()
+                span.replied(stored.event, rejected=stored.rejected, duplicate=duplicate)
                 log.info(
                     "reply sent",
                     reply_event=stored.event,
@@ -233,9 +254,13 @@ class Participant:
                 )
             case Retry(delay, retries, cause):
                 await delivery.retry_later(delay, {protocol.H_RETRIES: retries})
+                self.stats.retried[counted] += 1
+                span.retrying(delay, cause)
                 log.warning("command retry scheduled", delay=delay, retries=retries, cause=cause)
             case GiveUp(reason):
                 await delivery.dead_letter(reason)
+                self.stats.dead_lettered[counted] += 1
+                span.dead_lettered(reason)
                 log.error("command dead-lettered", reason=reason)
 
     async def _decide(self, message: protocol.WireMessage) -> Outcome:
@@ -259,11 +284,10 @@ class Participant:
                 stored = await self.dedupe.get(ctx.idempotency_key)
                 duplicate = stored is not None
                 if stored is None:
-                    self.handled += 1
-                    stored = await run_handler(handler, command, ctx)
+                    stored = await self._run(handler, command, ctx)
                     await self.dedupe.put(ctx.idempotency_key, stored)
                 else:
-                    self.duplicates += 1
+                    self.stats.duplicates[handler.command] += 1
             except RetryLater as exc:
                 return self._retry(retries, exc.delay, f"retry requested: {exc.reason or '-'}")
             except Exception as exc:  # a failing handler is retried, then dead-lettered
@@ -273,6 +297,19 @@ class Participant:
                 return outcome
         return Reply(stored, duplicate)
 
+    async def _run(self, handler: Handler, command: BaseModel, ctx: CommandContext) -> StoredReply:
+        """Run the handler, counted and timed under its command."""
+        stats = self.stats
+        stats.handled[handler.command] += 1
+        began = time.perf_counter()
+        try:
+            stored = await run_handler(handler, command, ctx)
+        finally:
+            stats.handler_seconds[handler.command].observe(time.perf_counter() - began)
+        if stored.rejected:
+            stats.rejected[handler.command] += 1
+        return stored
+
     def _retry(self, retries: int, delay: float | None, cause: str) -> Retry | GiveUp:
         cause = shorten(cause)
         if retries >= self.max_retries:
@@ -281,11 +318,16 @@ class Participant:
             delay = min(self.retry_backoff * 2**retries, self.max_retry_backoff)
         return Retry(delay, retries + 1, cause)
 
-    def _reply(self, command: protocol.WireMessage, stored: StoredReply) -> protocol.WireMessage:
+    def _reply(
+        self, command: protocol.WireMessage, stored: StoredReply, traceparent: str | None = None
+    ) -> protocol.WireMessage:
+        """The reply to `command`; `traceparent` (the handling's span) instead of the command's."""
         headers: dict[str, Any] = {
             name: command.headers[name] for name in protocol.REPLY_COPIES if name in command.headers
         }
         headers[protocol.H_SERVICE] = self.service
+        if traceparent is not None:
+            headers[protocol.H_TRACEPARENT] = traceparent
         if stored.rejected:
             headers[protocol.H_REJECTED] = True
         return protocol.WireMessage.json(

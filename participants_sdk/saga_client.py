@@ -4,8 +4,8 @@
     saga_id = await client.start_saga("order", {"order_id": "o-1", ...}, saga_id="o-1")
 
 Starting is idempotent on the saga id: sending the same start twice starts one saga. A W3C
-`traceparent` given to `start_saga` goes with the request; the saga puts it on every command it
-sends, and participants copy it onto their replies.
+`traceparent` given to `start_saga` goes with the request (by default, with OpenTelemetry, the
+current span's); the saga's commands and their replies carry it on (see docs/tracing.md).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from participants_sdk import protocol
 from participants_sdk.errors import NotConfirmed
 from participants_sdk.headers import valid_traceparent
 from participants_sdk.limits import check_storable
+from participants_sdk.tracing import current_traceparent
 from participants_sdk.transport import Broker
 
 _log = structlog.get_logger(__name__)
@@ -61,10 +62,13 @@ class SagaClient:
 
         Data the store cannot hold (see `participants_sdk.limits`) raises `UnstorableData` here,
         before anything is sent: the orchestrator would refuse it. A `traceparent` that is not
-        a valid W3C one raises `ValueError`.
+        a valid W3C one raises `ValueError`; without one, the current OpenTelemetry span's
+        context goes (when OpenTelemetry is installed and a span is current).
         """
         check_storable(data, "start data")
         headers: dict[str, Any] = {}
+        if traceparent is None:  # with OpenTelemetry: the caller's current span, if any
+            traceparent = current_traceparent()
         if traceparent is not None:
             if valid_traceparent(traceparent) is None:
                 raise ValueError(

@@ -170,7 +170,9 @@ class Saga(_Model):
     """Digest of the machine and data the saga was started with (`start_digest()`), so that a
     second start with the same id can be told apart: a repeat, or a conflict."""
     traceparent: str | None = None
-    """The W3C trace context of the start request, put on every command the saga sends."""
+    """The W3C trace context of the start request, or of the trace the daemon began for the
+    saga when it records spans (`orchestrator.tracing`). Every command the saga sends carries
+    it, or, while spans are recorded, the context of its step's span in the same trace."""
     created_at: dt.datetime
     updated_at: dt.datetime
     finished_at: dt.datetime | None = None

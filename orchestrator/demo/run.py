@@ -173,6 +173,6 @@ async def run_demo(
         planned_failures=len(plan.failures),
         applied_twice=ledger.applied_twice,
         dead_lettered=sum(system.stats.dead_lettered.values()),
-        commands=system.stats.commands_published,
+        commands=system.stats.commands_published.total(),
         elapsed_s=round(elapsed, 3),
     )

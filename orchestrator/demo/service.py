@@ -13,6 +13,9 @@ sagas for S seconds, and `--handler-delay S` makes every handler take S seconds 
 some of them half-way). With `--prefetch N` (each service takes N commands at a time; 16 by
 default) the two make a slow service of known throughput, N / S commands a second, whose queue
 grows when commands come faster.
+
+With `--metrics-port N` the services' `sagawire_participant_*` metrics (and the process's) are
+served for Prometheus on 127.0.0.1:N/metrics.
 """
 
 from __future__ import annotations
@@ -21,10 +24,18 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import (
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.registry import CollectorRegistry
 
 from orchestrator.demo.faults import FaultyReplies
 from orchestrator.demo.journal import Journal
@@ -32,6 +43,8 @@ from orchestrator.demo.participants import DemoShop, FaultPlan, Ledger
 from orchestrator.logs import redact, setup_logging
 from participants_sdk.errors import BrokerError
 from participants_sdk.gc_tuning import tune_gc
+from participants_sdk.participant import Participant
+from participants_sdk.prometheus import ParticipantCollector
 from participants_sdk.rabbitmq import RabbitBroker
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -45,6 +58,7 @@ async def serve(
     queue_type: str,
     faults: dict[str, float | bool],
     prefetch: int = 16,
+    metrics_port: int = 0,
 ) -> None:
     participants = shop.services(tuple(services))
     stop = asyncio.Event()
@@ -62,12 +76,30 @@ async def serve(
     )
     try:
         async with contextlib.AsyncExitStack() as stack:
+            if metrics_port:
+                stack.callback(serve_metrics(participants, metrics_port))
             for participant in participants:
                 await stack.enter_async_context(participant.serve(broker, prefetch=prefetch))
             print(f"serving {', '.join(services)}", flush=True)  # noqa: T201 - tests wait for it
             await stop.wait()
     finally:
         await broker.close()
+
+
+def serve_metrics(participants: list[Participant], port: int) -> Callable[[], None]:
+    """Serve the participants' metrics on 127.0.0.1:`port` from a thread; returns its stop."""
+    registry = CollectorRegistry()
+    registry.register(ParticipantCollector(*participants))
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return stop
 
 
 @cli.command()
@@ -100,6 +132,12 @@ def main(  # noqa: PLR0913, PLR0917 - one parameter per option
     prefetch: Annotated[
         int, typer.Option(min=1, help="Commands each service takes from its queue at a time.")
     ] = 16,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics; 0: none."
+        ),
+    ] = 0,
 ) -> None:
     """Serve the demo shop's commands: take payments, reserve stock, deliver orders."""
     setup_logging(os.environ.get("SAGAWIRE_LOG_LEVEL", "WARNING"))
@@ -127,6 +165,7 @@ def main(  # noqa: PLR0913, PLR0917 - one parameter per option
                     queue_type=queue_type,
                     faults=faults,
                     prefetch=prefetch,
+                    metrics_port=metrics_port,
                 )
             )
         finally:

@@ -20,6 +20,7 @@ from orchestrator.core.decide import decide
 from orchestrator.core.messages import Decision, Message, StartSaga
 from orchestrator.errors import SagaExists, SagawireError, StoreError, VersionConflict
 from orchestrator.runtime.codec import command_message
+from orchestrator.tracing import command_traceparent
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -203,7 +204,8 @@ class SagaActor:
             return saga
         broker, stats = self._context.broker, self._context.stats
         messages = [
-            command_message(command, traceparent=saga.traceparent) for command in saga.outbox
+            command_message(command, traceparent=command_traceparent(saga, command))
+            for command in saga.outbox
         ]
         stats.publishing += len(messages)
         try:
@@ -215,7 +217,7 @@ class SagaActor:
                 )
         finally:
             stats.publishing -= len(messages)
-        stats.commands_published += len(messages)
+        stats.count_published(saga.outbox)
         definition = self._context.definition(saga.machine, saga.machine_version)
         confirmed = {m.message_id for m in messages}
         moved = count_from_confirm(definition, saga, confirmed, self._context.clock.now())

@@ -7,7 +7,7 @@ never be processed; requeued when the runtime stops or the store or broker keeps
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 import structlog
@@ -19,14 +19,16 @@ from orchestrator.errors import RuntimeStopped, StoreRefused
 from orchestrator.ports import Delivery
 from orchestrator.runtime.actor import UnknownSaga
 from orchestrator.runtime.codec import InvalidMessage, parse_control, parse_reply
-from orchestrator.runtime.stats import RuntimeStats
+from orchestrator.runtime.stats import UNKNOWN_SERVICE, RuntimeStats
+from participants_sdk import protocol
 from participants_sdk.headers import bounded
 
 log = structlog.get_logger("sagawire.runtime")
 
 
 REQUEUE: Final = None
-"""In `NOT_RETRIED`: the delivery goes back to its queue, for another runtime, uncounted."""
+"""In `NOT_RETRIED`: the delivery goes back to its queue, for another runtime; counted as
+requeued while stopping, not as dead-lettered."""
 
 NOT_RETRIED: Final[tuple[tuple[type[Exception], str | None], ...]] = (
     (InvalidMessage, "invalid_message"),
@@ -62,11 +64,17 @@ Tell = Callable[[str, Message], Awaitable[Decision | None]]
 
 
 class Deliveries:
-    """The consumers' handlers: `on_reply` for the reply queues, `on_control` for control."""
+    """The consumers' handlers: `on_reply` for the reply queues, `on_control` for control.
 
-    def __init__(self, tell: Tell, stats: RuntimeStats) -> None:
+    A dead letter is counted under the service whose reply queue it came from, one of
+    `services`; a queue of none of them counts as `UNKNOWN_SERVICE`, a control request as "".
+    """
+
+    def __init__(self, tell: Tell, stats: RuntimeStats, *, services: Iterable[str] = ()) -> None:
         self._tell = tell
         self._stats = stats
+        self._services = {protocol.reply_queue(service): service for service in services}
+        self._services[protocol.CONTROL_QUEUE] = ""
 
     async def on_reply(self, delivery: Delivery) -> None:
         await self._deliver(delivery, _reply_message)
@@ -88,6 +96,7 @@ class Deliveries:
             kind = settlement(exc)
             if kind is REQUEUE:
                 await delivery.requeue()
+                self._stats.requeued_stopping += 1
             else:
                 await self._dead_letter(delivery, kind, str(exc))
         except Exception:
@@ -101,7 +110,7 @@ class Deliveries:
                 await delivery.ack()
 
     async def _dead_letter(self, delivery: Delivery, kind: str, reason: str) -> None:
-        self._stats.dead_lettered[kind] += 1
+        self._stats.dead_lettered[kind, self._services.get(delivery.queue, UNKNOWN_SERVICE)] += 1
         reason = bounded(f"{kind}: {reason}")
         log.warning(
             "dead_lettered",

@@ -57,6 +57,7 @@ class Recovery:
             if saga_id not in self._timers:
                 self._wake(saga_id)
                 woken += 1
+        self._stats.sweep_wakeups += woken
         return woken
 
     async def recover(self, *, saved_until: dt.datetime) -> int:

@@ -33,8 +33,10 @@ from orchestrator.runtime.live_actors import LiveActors
 from orchestrator.runtime.recovery import SWEEP_SHARE, Recovery
 from orchestrator.runtime.stats import RuntimeStats
 from orchestrator.runtime.timers import Timers
+from orchestrator.tracing import record_decision, trace_start
 from participants_sdk import protocol
 from participants_sdk.limits import check_storable
+from participants_sdk.tracing import current_traceparent
 
 __all__ = ["SWEEP_SHARE", "ActorSystem", "RuntimeSettings", "RuntimeStopped"]
 
@@ -95,7 +97,7 @@ class ActorSystem:
             decided=self.decided,
             actor_idle=self._actors.actor_idle,
         )
-        self._deliveries = Deliveries(self._tell_patiently, stats)
+        self._deliveries = Deliveries(self._tell_patiently, stats, services=self.services())
         self._recovery = Recovery(
             store,
             clock,
@@ -243,6 +245,7 @@ class ActorSystem:
             pause = (await self._paused_machines()).get(message.machine)
             if pause is not None:
                 raise MachinePaused(pause)
+            message = trace_start(message)  # a trace of its own, when traced and it has none
         actor = await self._actors.actor(saga_id)
         return await actor.tell(message)
 
@@ -258,11 +261,13 @@ class ActorSystem:
     async def start_saga(
         self, machine: str, data: dict[str, Any], *, saga_id: str | None = None
     ) -> Decision:
-        """Start a saga in this process (the control queue does the same for other processes)."""
+        """Start a saga in this process (the control queue does the same for other processes);
+        with OpenTelemetry, in the trace of the caller's current span."""
         saga_id = saga_id or uuid.uuid4().hex
         self.definition(machine, None)  # unknown machine: fail before creating an actor
         check_storable(data, "start data")  # UnstorableData, a ValueError
-        decision = await self.tell(saga_id, StartSaga(saga_id=saga_id, machine=machine, data=data))
+        start = StartSaga(saga_id, machine, data, traceparent=current_traceparent())
+        decision = await self.tell(saga_id, start)
         if decision is None:  # pragma: no cover - only None messages give None
             raise RuntimeError("start gave no decision")
         if decision.disposition is Disposition.REFUSED:
@@ -277,6 +282,7 @@ class ActorSystem:
     ) -> None:
         """Called by an actor once a decision is stored and its commands confirmed."""
         self.stats.count_decision(message, before, decision)
+        record_decision(message, before, decision)
         for listener in self.listeners:
             try:
                 listener(decision, stored)

@@ -30,10 +30,18 @@ async def test_health_readiness_and_metrics(harness, shop) -> None:
         await harness.drain()
         status, body = await get(server.port, "/metrics")
         assert status == 200
-        assert 'sagawire_sagas_finished_total{outcome="succeeded"} 1.0' in body
-        assert "sagawire_step_latency_seconds_count 3.0" in body
+        assert 'sagawire_sagas_finished_total{machine="order",outcome="succeeded"} 1.0' in body
+        assert (
+            'sagawire_step_latency_seconds_count{machine="order",step="execute_payment"} 1.0'
+            in body
+        )
         assert "sagawire_live_actors" in body
-        assert "sagawire_commands_published_total 3.0" in body
+        assert 'sagawire_commands_published_total{machine="order",service="payment"} 1.0' in body
+        # The process's and Python's own metrics, from the collectors the daemon registers.
+        assert "process_resident_memory_bytes" in body
+        assert "process_cpu_seconds_total" in body
+        assert "python_info{" in body
+        assert "python_gc_collections_total" in body
         harness.system.stats.sweep_seconds = 0.25
         assert "sagawire_sweep_seconds 0.25" in (await get(server.port, "/metrics"))[1]
         assert (await get(server.port, "/nope"))[0] == 404

@@ -73,7 +73,7 @@ async def test_a_reply_for_an_unknown_saga_is_dead_lettered_with_its_kind_and_re
     assert letter["kind"] == "unknown_saga"
     assert letter["reason"] == "unknown_saga: no saga with id 'o-nobody'"
     assert letter["message_id"] not in {None, "", command.message_id}
-    assert harness.system.stats.dead_lettered == {"unknown_saga": 1}
+    assert harness.system.stats.dead_lettered == {("unknown_saga", "payment"): 1}
 
 
 async def test_a_version_conflict_is_logged_in_the_context_of_the_message_it_retries(

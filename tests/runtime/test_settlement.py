@@ -113,5 +113,7 @@ async def test_an_error_settles_the_delivery_as_the_table_says(
     await Deliveries(tell, stats).on_control(delivery)
     assert delivery.settled == settled
     kind = next((kind for cls, kind in NOT_RETRIED if isinstance(error, cls)), None)
-    assert dict(stats.dead_lettered) == ({} if kind is REQUEUE else {kind: 1})
+    # A control request comes from no service: its dead letters are counted under service "".
+    assert dict(stats.dead_lettered) == ({} if kind is REQUEUE else {(kind, ""): 1})
     assert stats.requeued == (0 if isinstance(error, SagawireError) else 1)
+    assert stats.requeued_stopping == (1 if isinstance(error, RuntimeStopped) else 0)

@@ -20,6 +20,21 @@ def test_a_histogram_is_read_in_bound_order():
     assert buckets == [(0.01, 50.0), (0.02, 90.0), (0.05, 100.0), (float("inf"), 100.0)]
 
 
+LABELLED = """# TYPE sagawire_step_latency_seconds histogram
+sagawire_step_latency_seconds_bucket{le="0.01",machine="order",step="a"} 5.0
+sagawire_step_latency_seconds_bucket{le="+Inf",machine="order",step="a"} 6.0
+sagawire_step_latency_seconds_bucket{le="0.01",machine="order",step="b"} 1.0
+sagawire_step_latency_seconds_bucket{le="+Inf",machine="order",step="b"} 3.0
+sagawire_step_latency_seconds_count{machine="order",step="b"} 3.0
+sagawire_step_latency_seconds_bucket_other{le="0.01"} 100.0
+"""
+
+
+def test_the_series_of_a_labelled_histogram_are_added_up():
+    buckets = histogram(parse_metrics(LABELLED), "sagawire_step_latency_seconds")
+    assert buckets == [(0.01, 6.0), (float("inf"), 9.0)]
+
+
 @pytest.mark.parametrize(
     ("q", "expected"),
     [(0.5, 0.01), (0.25, 0.005), (0.7, 0.015), (0.95, 0.035), (1.0, 0.05)],

@@ -17,6 +17,12 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 SDK = ROOT / "participants_sdk"
 IMPORT_NAMES = {"aio-pika": "aio_pika", "pymongo": "pymongo"}
+EXTRA_IMPORTS = {
+    "mongo_dedupe.py": {"pymongo"},  # the mongodb extra
+    "prometheus.py": {"prometheus_client"},  # the metrics extra
+    "tracing.py": {"opentelemetry"},  # the otel extra, imported only where it is installed
+}
+"""The SDK modules that import what only an extra installs, and what they import."""
 
 
 def project(path: Path) -> dict:
@@ -51,8 +57,14 @@ def test_every_sdk_dependency_is_a_dependency_of_sagawire_with_the_same_bounds()
     for name, requirement in sdk.items():
         assert name in sagawire, f"sagawire-sdk needs {name}; sagawire must too (it has the SDK)"
         assert sagawire[name].specifier == requirement.specifier, name
-    extra = requirements(project(SDK / "pyproject.toml")["optional-dependencies"]["mongodb"])
-    assert extra["pymongo"].specifier == sagawire["pymongo"].specifier
+    # An SDK extra's package is in sagawire too: a dependency, or in one of its extras.
+    offered = dict(sagawire)
+    for extra in project(ROOT / "pyproject.toml")["optional-dependencies"].values():
+        offered.update({n: r for n, r in requirements(extra).items() if n not in offered})
+    for extra in project(SDK / "pyproject.toml")["optional-dependencies"].values():
+        for name, requirement in requirements(extra).items():
+            assert name in offered, f"sagawire-sdk's extra needs {name}; sagawire offers none"
+            assert offered[name].specifier == requirement.specifier, name
 
 
 def test_the_sdk_leaves_out_the_daemon_dependencies():
@@ -66,13 +78,13 @@ def test_the_sdk_imports_only_what_its_distribution_installs():
     }
     allowed = declared | set(sys.stdlib_module_names) | {"participants_sdk"}
     for path in sorted(SDK.glob("*.py")):
-        extra = {"pymongo"} if path.name == "mongo_dedupe.py" else set()  # the mongodb extra
-        unexpected = top_level_imports(path) - allowed - extra
+        unexpected = top_level_imports(path) - allowed - EXTRA_IMPORTS.get(path.name, set())
         assert not unexpected, f"{path.relative_to(ROOT)} imports {sorted(unexpected)}"
 
 
-def test_importing_the_sdk_does_not_import_the_optional_store():
+def test_importing_the_sdk_does_not_import_the_optional_modules():
     init = top_level_imports(SDK / "__init__.py")
-    assert "pymongo" not in init
+    assert not init & {"pymongo", "prometheus_client"}
     text = (SDK / "__init__.py").read_text(encoding="utf-8")
-    assert "from participants_sdk.mongo_dedupe import" not in text
+    for module in EXTRA_IMPORTS:
+        assert f"from participants_sdk.{module.removesuffix('.py')} import" not in text
