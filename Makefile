@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit e2e chaos reliability-doc bench bench-quick lint typecheck format clean services services-stop node-deps dist dist-check
+.PHONY: install demo test unit e2e chaos reliability-doc bench bench-quick lint typecheck format clean services services-stop node-deps dist dist-check browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ typecheck: $(STAMP)
 unit: $(STAMP) node-deps  ## every test but the end-to-end ones (unit, runtime, contract); needs `make services`
 	$(PY) -m pytest --ignore=tests/e2e
 
-e2e: $(STAMP) services node-deps  ## only the end-to-end runs: daemon and participants as separate processes
+e2e: $(STAMP) services node-deps browser  ## only the end-to-end runs: daemon and participants as separate processes
 	$(PY) -m pytest tests/e2e -m e2e --durations=10
 
 chaos: $(STAMP) services  ## the reliability suite at full size, then docs/reliability.md's table from its report
@@ -48,7 +48,7 @@ bench: $(BENCH_STAMP) services  ## benchmarks, full (under 10 minutes): reports/
 bench-quick: $(BENCH_STAMP) services  ## benchmarks, quick (under 2 minutes): reports/bench-quick.json
 	$(PY) -m bench.run --quick --out reports/bench-quick.json
 
-test: lint typecheck services node-deps  ## lint, type check, start the test services, run every test
+test: lint typecheck services node-deps browser  ## lint, type check, start the test services, run every test
 	$(PY) -m pytest --durations=10
 
 # The Node programs the tests run: the Node participant and the AsyncAPI document check, each
@@ -62,6 +62,9 @@ NODE_STAMPS   := $(addsuffix /node_modules/.sagawire-installed,$(NODE_PROJECTS))
 	touch $@
 
 node-deps: $(NODE_STAMPS)  ## the Node packages the tests use (npm ci from the lock files)
+
+browser:  ## Chromium, its Selenium driver and Graphviz, for the flow monitor's browser test (installed once)
+	bash scripts/browser.sh
 
 dist: $(STAMP)  ## both wheels into dist/: sagawire (orchestrator and SDK) and sagawire-sdk (SDK alone)
 	rm -rf dist build participants_sdk/build

@@ -48,7 +48,8 @@ def gateway(
     mongodb_url: MongoUrl = None,
 ) -> None:
     """Serve the HTTP API beside a running daemon: start, read and operate sagas, pause
-    machines. Its OpenAPI document is at /openapi.json."""
+    machines. Its OpenAPI document is at /openapi.json; the flow monitor, a web page of live
+    counts, diagrams and actions, at /monitor/ (diagrams need Graphviz's `dot`)."""
     settings = load_settings(
         gateway_host=host,
         gateway_port=port,
@@ -99,6 +100,7 @@ async def _serve(settings: Settings, tokens: Tokens) -> None:
             host=settings.gateway_host,
             port=settings.gateway_port,
             auth="off" if tokens.open else f"{len(tokens.scopes)} tokens",
+            monitor=f"http://{settings.gateway_host}:{settings.gateway_port}/monitor/",
             mongodb=redact(settings.mongodb_url),
             amqp=redact(settings.amqp_url),
         )

@@ -16,8 +16,6 @@ from orchestrator.core.saga import SagaStatus
 if TYPE_CHECKING:
     from orchestrator.adapters.mongo import MongoSagaStore
 
-PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
-
 
 @app.command(
     epilog=(
@@ -39,7 +37,7 @@ def stats(
 
     Exits 0; 1 when MongoDB cannot be reached.
     """
-    from orchestrator.adapters.mongo import percentile  # noqa: PLC0415 - light CLI start
+    from orchestrator.adapters.mongo import latency_ms  # noqa: PLC0415 - light CLI start
 
     async def gather(
         store: MongoSagaStore,
@@ -55,10 +53,7 @@ def stats(
         steps = latencies.get(name, [])
         report[name] = {
             "sagas": counts.get(name, {status.value: 0 for status in SagaStatus}),
-            "step_latency_ms": {
-                label: None if (value := percentile(steps, q)) is None else round(value * 1000, 1)
-                for label, q in PERCENTILES.items()
-            },
+            "step_latency_ms": latency_ms(steps),
             "steps_sampled": len(steps),
         }
     if as_json:
@@ -71,7 +66,7 @@ def stats(
         "machine", *(status.value for status in SagaStatus), "p50 ms", "p95 ms", "p99 ms", "steps"
     )
     for name, row in report.items():
-        millis = [row["step_latency_ms"][label] for label in PERCENTILES]
+        millis = list(row["step_latency_ms"].values())  # p50, p95, p99
         table.add_row(
             name,
             *(str(row["sagas"][status.value]) for status in SagaStatus),

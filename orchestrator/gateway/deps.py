@@ -8,7 +8,9 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from orchestrator.gateway.auth import Scope, Tokens
+from orchestrator.gateway.graphviz import Diagrams
 from orchestrator.gateway.service import ApiProblem, SagaService
+from orchestrator.gateway.stats import MachineStatsReader
 
 _bearer = HTTPBearer(auto_error=False, description="A token from SAGAWIRE_API_TOKENS.")
 
@@ -46,6 +48,27 @@ def service_of(request: Request) -> SagaService:
     return service
 
 
+def stats_of(request: Request) -> MachineStatsReader:
+    stats: MachineStatsReader = request.app.state.stats
+    return stats
+
+
+def diagrams_of(request: Request) -> Diagrams:
+    diagrams: Diagrams = request.app.state.diagrams
+    return diagrams
+
+
+def tokens_of(request: Request) -> Tokens:
+    tokens: Tokens = request.app.state.tokens
+    return tokens
+
+
+def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    return credentials.credentials if credentials else None
+
+
 def traceparent_header(
     traceparent: Annotated[
         str | None, Header(description="W3C trace context for the saga (start only).")
@@ -55,5 +78,9 @@ def traceparent_header(
 
 
 Service = Annotated[SagaService, Depends(service_of)]
+Stats = Annotated[MachineStatsReader, Depends(stats_of)]
+DiagramCache = Annotated[Diagrams, Depends(diagrams_of)]
+TokensDep = Annotated[Tokens, Depends(tokens_of)]
+BearerToken = Annotated[str | None, Depends(bearer_token)]
 Caller = Annotated[str, Depends(caller)]
 Traceparent = Annotated[str | None, Depends(traceparent_header)]

@@ -17,12 +17,15 @@ from orchestrator.gateway.deps import Caller, Service, Traceparent, require
 from orchestrator.gateway.schemas import (
     AbortAction,
     OperatorAction,
+    PathEdgeView,
     SagaList,
     SagaListItem,
+    SagaPathView,
     StartAccepted,
     StartRequest,
 )
 from orchestrator.gateway.service import ApiProblem, SagaService
+from orchestrator.gateway.views import saga_path
 
 SagaId = Annotated[str, Path(min_length=1, max_length=200)]
 
@@ -98,6 +101,21 @@ def sagas_router() -> APIRouter:
         history."""
         saga = await service.saga(saga_id)
         return saga.model_dump(mode="json")
+
+    @router.get("/sagas/{saga_id}/path", dependencies=[require(Scope.READ)], responses={404: {}})
+    async def get_saga_path(saga_id: SagaId, service: Service) -> SagaPathView:
+        """The saga's way through its machine, as node names of the machine's diagram."""
+        saga = await service.saga(saga_id)
+        path = saga_path(saga)
+        return SagaPathView(
+            saga_id=saga.saga_id,
+            machine=saga.machine,
+            machine_version=saga.machine_version,
+            visited=path.visited,
+            edges=[PathEdgeView.model_validate(edge, from_attributes=True) for edge in path.edges],
+            current=path.current,
+            complete=path.complete,
+        )
 
     @router.get("/sagas", dependencies=[require(Scope.READ)])
     async def list_sagas(service: Service, query: Annotated[SagaQuery, Query()]) -> SagaList:

@@ -125,3 +125,47 @@ class MachineDetail(MachineSummary):
             mermaid=render(latest, "mermaid"),
             dot=render(latest, "dot"),
         )
+
+
+class MachineStats(BaseModel):
+    name: str
+    counts: dict[str, int] = Field(
+        description="Sagas by status, every status present: `failed` and `compensated` are the "
+        "failures, `running` and `compensating` the live ones."
+    )
+    states: dict[str, dict[str, int]] = Field(
+        description="State -> status -> sagas whose current state it is (a finished saga: the "
+        "state it ended in, or was compensated from)."
+    )
+    stuck: int = Field(description="Unfinished sagas past a deadline by `stuck_after`, or flagged.")
+    stuck_after: float
+    step_latency_ms: dict[str, float | None] = Field(
+        description="p50, p95, p99 of command sent to reply, as `sagawire stats` reports them."
+    )
+    steps_sampled: int
+    dead_letters: dict[str, int | None] = Field(
+        description="Messages in the DLQ of each service's commands and replies; null: the "
+        "queue is not declared."
+    )
+    paused: PauseView | None
+
+
+class PathEdgeView(BaseModel):
+    source: str
+    target: str
+    label: str | None = Field(description="The transition's label, when the history tells it.")
+
+
+class SagaPathView(BaseModel):
+    saga_id: str
+    machine: str
+    machine_version: int
+    visited: list[str] = Field(description="Diagram nodes reached, first reached first.")
+    edges: list[PathEdgeView] = Field(description="Transitions taken, between diagram nodes.")
+    current: str | None = Field(description="The node the saga is at; null once finished.")
+    complete: bool = Field(description="False when older history was dropped.")
+
+
+class WhoAmI(BaseModel):
+    auth: bool = Field(description="False when the gateway runs with --no-auth.")
+    scope: str = Field(description="What the caller's token allows: read or operator.")

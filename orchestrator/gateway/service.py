@@ -25,7 +25,7 @@ from orchestrator.core.saga import Saga, start_digest
 from orchestrator.runtime.control import OperatorVerb, send_operator_request
 from orchestrator.settings import Settings
 from orchestrator.verdicts import Refused, await_verdict
-from participants_sdk import protocol
+from participants_sdk import amqp, protocol
 from participants_sdk.headers import valid_traceparent
 from participants_sdk.limits import UnstorableData, check_storable
 from participants_sdk.rabbitmq import RabbitBroker
@@ -238,6 +238,21 @@ class SagaService:
                 f"sent (request {request_id}) but not applied within {wait:g}s: is the daemon "
                 "busy or stopping?",
             ) from None
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    async def dead_letter_depths(self, queues: list[str]) -> dict[str, int | None]:
+        """Messages ready in each queue; None for a queue not declared. 503 without a broker."""
+        depths: dict[str, int | None] = {}
+        try:
+            for queue in queues:
+                try:
+                    depths[queue] = await dead_letters.depth(self._connection, queue)
+                except dead_letters.QueueMissing:
+                    depths[queue] = None
+        except amqp.AMQP_ERRORS as exc:
+            raise ApiProblem(503, f"cannot read the dead-letter queues: {exc}") from None
+        return depths
 
     async def _control_consumers(self) -> int:
         try:

@@ -222,3 +222,29 @@ def test_stats_counts_by_machine_and_step_latency_percentiles(url):
     assert table.exit_code == 0
     assert "order" in table.stdout
     assert "600" in table.stdout
+
+
+def test_counts_by_state_and_a_filters_count_agree_with_the_sagas(url):
+    """What the gateway's machine stats read besides `stats`: sagas by current state and
+    status, and how many match a filter (the stuck ones)."""
+    from orchestrator.adapters.mongo import SagaFilter  # noqa: PLC0415 - only this test
+
+    async def read() -> tuple[dict[str, dict[str, int]], int, int]:
+        store = await MongoSagaStore.connect(url)
+        try:
+            by_state = await store.queries.counts_by_state("order")
+            stuck = await store.queries.count(SagaFilter(machine="order", stuck_before=NOW))
+            every = await store.queries.count(SagaFilter())
+        finally:
+            await store.close()
+        return by_state, stuck, every
+
+    by_state, stuck, every = asyncio.run(read())
+    expected: dict[str, dict[str, int]] = {}
+    for saga in sagas():
+        if saga.machine == "order":
+            per = expected.setdefault(saga.state, {})
+            per[saga.status.value] = per.get(saga.status.value, 0) + 1
+    assert by_state == expected
+    assert stuck == len(ids(listed(url, "--stuck", "--stuck-after", "0", "--machine", "order")))
+    assert (stuck, every) == (2, 7)

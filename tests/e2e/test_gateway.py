@@ -10,77 +10,18 @@ are refused for every write.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-
-import aio_pika
 import httpx
 import pytest
-from e2e_processes import (
-    ORDER_MACHINE,
-    ManagedProcess,
-    ProcessGroup,
-    free_port,
-    wait_ready,
-    wait_serving,
-    wait_until,
-)
+from e2e_gateway import OPERATOR, READER, dead_lettered, start_gateway, wait_gateway
+from e2e_processes import ORDER_MACHINE, ProcessGroup, wait_ready, wait_serving, wait_until
 
-from orchestrator.adapters.rabbitmq import dead_letters
 from orchestrator.demo.participants import example_order
 from participants_sdk import protocol
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
-OPERATOR = "op-token-0123456789abcdef"
-READER = "read-token-0123456789abcdef"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 DELIVERY_DLQ = protocol.dead_letter_queue(protocol.command_queue("delivery"))
-
-
-@dataclasses.dataclass
-class Gateway(ManagedProcess):
-    port: int = 0
-
-    def client(self, token: str | None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.port}", headers=headers, timeout=30
-        )
-
-
-def start_gateway(processes: ProcessGroup, mongodb_url: str) -> Gateway:
-    port = free_port()
-    env = {
-        "SAGAWIRE_AMQP_URL": processes.amqp_url,
-        "SAGAWIRE_MONGODB_URL": mongodb_url,
-        "SAGAWIRE_API_TOKENS": f"{OPERATOR}:operator,{READER}:read",
-        "SAGAWIRE_LOG_JSON": "true",
-    }
-    args = ["-m", "orchestrator", "gateway", "--port", str(port)]
-    return processes._spawn(Gateway, "gateway", args, env, port=port)
-
-
-async def wait_gateway(gateway: Gateway) -> None:
-    async def up() -> bool:
-        if not gateway.alive:
-            raise AssertionError(f"the gateway exited\n{gateway.tail()}")
-        async with gateway.client(None) as client:
-            with contextlib.suppress(httpx.TransportError):
-                return (await client.get("/healthz")).status_code == 200
-        return False
-
-    await wait_until(up, timeout=30, what="the gateway's /healthz", diagnose=gateway.tail)
-
-
-async def dead_lettered(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        return await dead_letters.depth(connection, queue)
-    except dead_letters.QueueMissing:
-        return 0
-    finally:
-        await connection.close()
 
 
 async def saga_status(client: httpx.AsyncClient, saga_id: str) -> str | None:

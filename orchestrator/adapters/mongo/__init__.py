@@ -18,6 +18,7 @@ from orchestrator.adapters.mongo.queries import (
     SagaPage,
     SagaSummary,
     counts_by_machine,
+    latency_ms,
     percentile,
 )
 from orchestrator.adapters.mongo.store import MongoSagaStore
@@ -28,5 +29,6 @@ __all__ = [
     "SagaPage",
     "SagaSummary",
     "counts_by_machine",
+    "latency_ms",
     "percentile",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, Final
 
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -154,6 +154,25 @@ class SagaQueries:
         """Machine -> status -> sagas, with every status present (0 when none)."""
         return await counts_by_machine(self._sagas)
 
+    async def counts_by_state(self, machine: str) -> dict[str, dict[str, int]]:
+        """State -> status -> sagas of `machine` in that state now (a finished saga: the state
+        it ended in, or was compensated from); only the pairs found."""
+        pipeline: list[Document] = [
+            {"$match": {"machine": machine}},
+            {"$group": {"_id": {"state": "$state", "status": "$status"}, "count": {"$sum": 1}}},
+        ]
+        counts: dict[str, dict[str, int]] = {}
+        with store_errors("count sagas by state"):
+            async for row in await self._sagas.aggregate(pipeline):
+                state, status = str(row["_id"]["state"]), str(row["_id"]["status"])
+                counts.setdefault(state, {})[status] = int(row["count"])
+        return counts
+
+    async def count(self, where: SagaFilter) -> int:
+        """How many sagas match `where`."""
+        with store_errors("count sagas"):
+            return await self._sagas.count_documents(where.query())
+
     async def step_latencies(
         self, *, sample: int, machine: str | None = None
     ) -> dict[str, list[float]]:
@@ -193,6 +212,18 @@ def history_latencies(history: list[Document]) -> list[float]:
             sent[key] = entry["at"]
         elif entry.get("event") == "replied" and key in sent:
             found.append((entry["at"] - sent.pop(key)).total_seconds())
+    return found
+
+
+LATENCY_PERCENTILES: Final = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+def latency_ms(values: list[float]) -> dict[str, float | None]:
+    """p50, p95 and p99 of latencies in seconds, in milliseconds to 0.1; None without values."""
+    found: dict[str, float | None] = {}
+    for label, fraction in LATENCY_PERCENTILES.items():
+        value = percentile(values, fraction)
+        found[label] = None if value is None else round(value * 1000, 1)
     return found
 
 
