@@ -26,7 +26,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "sagawire: the wheel in a clean environment"
 "$base_python" -m venv "$work/sagawire"
 "$work/sagawire/bin/pip" install --quiet "$repo"/dist/sagawire-*.whl
-"$work/sagawire/bin/python" - <<'PY'
+(cd "$work" && "$work/sagawire/bin/python" - <<'PY'
 import importlib.resources
 
 page = importlib.resources.files("orchestrator.gateway") / "monitor" / "index.html"
@@ -34,6 +34,7 @@ if not page.is_file():
     raise SystemExit("the wheel lacks the flow monitor's page (orchestrator/gateway/monitor/)")
 print("flow monitor page:", page)
 PY
+)
 version=$(cd "$work" && "$work/sagawire/bin/sagawire" --version)
 echo "$version"
 expected=$("$build_python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
