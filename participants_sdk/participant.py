@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from participants_sdk import protocol
 from participants_sdk.dedupe import DedupeStore, MemoryDedupeStore, StoredReply
@@ -39,7 +39,6 @@ from participants_sdk.errors import (
     RetryLater,
 )
 from participants_sdk.handlers import (
-    CommandContext,
     H,
     Handler,
     MalformedCommandError,
@@ -54,7 +53,7 @@ from participants_sdk.handlers import (
 from participants_sdk.headers import HeaderError, bounded, check_json_content
 from participants_sdk.keyed_locks import KeyedLocks
 from participants_sdk.stats import UNKNOWN, ParticipantStats
-from participants_sdk.tracing import CommandSpan, command_span
+from participants_sdk.tracing import command_span
 
 if typing.TYPE_CHECKING:
     from participants_sdk.transport import Broker, Delivery
@@ -218,50 +217,53 @@ class Participant:
         """Process one delivery of a command and settle it; replies go through `broker`."""
         if broker is None:
             raise ParticipantError("handle() outside serve() needs the broker to reply through")
+        # Within the command's span (one that records nothing without OpenTelemetry), inline:
+        # this runs for every command, and a coroutine more per command is measurable.
         with command_span(self.service, delivery.message) as span:
-            await self._handle(delivery, broker, span)
-
-    async def _handle(self, delivery: Delivery, broker: Broker, span: CommandSpan) -> None:
-        """`handle` within the command's span (one that records nothing without OpenTelemetry)."""
-        command = delivery.message
-        log = _log.bind(
-            service=self.service,
-            command=command.type,
-            saga_id=command.correlation_id,
-            message_id=command.message_id,
-        )
-        outcome = await self._decide(command)
-        counted = command.type if command.type in self._handlers else UNKNOWN
-        match outcome:
-            # Each case settles first and logs after: a failing log call cannot strand a command.
-            case Reply(stored, duplicate):
-                reply = self._reply(command, stored, span.traceparent)
-                try:
-                    await broker.publish(protocol.REPLIES_EXCHANGE, self.service, reply)
-                except Exception as exc:  # unconfirmed: the command returns, its reply goes again
-                    await delivery.requeue()
-                    self.stats.requeued[counted] += 1
-                    span.not_confirmed()
-                    log.warning("reply not confirmed; command requeued", exc_info=exc)
-                    return
-                await delivery.ack()
-                span.replied(stored.event, rejected=stored.rejected, duplicate=duplicate)
-                log.info(
-                    "reply sent",
-                    reply_event=stored.event,
-                    rejected=stored.rejected,
-                    duplicate=duplicate,
-                )
-            case Retry(delay, retries, cause):
-                await delivery.retry_later(delay, {protocol.H_RETRIES: retries})
-                self.stats.retried[counted] += 1
-                span.retrying(delay, cause)
-                log.warning("command retry scheduled", delay=delay, retries=retries, cause=cause)
-            case GiveUp(reason):
-                await delivery.dead_letter(reason)
-                self.stats.dead_lettered[counted] += 1
-                span.dead_lettered(reason)
-                log.error("command dead-lettered", reason=reason)
+            command = delivery.message
+            log = _log.bind(
+                service=self.service,
+                command=command.type,
+                saga_id=command.correlation_id,
+                message_id=command.message_id,
+            )
+            outcome = await self._decide(command)
+            counted = command.type if command.type in self._handlers else UNKNOWN
+            match outcome:
+                # Each case settles first and logs after: a failing log call cannot strand a
+                # command.
+                case Reply(stored, duplicate):
+                    reply = self._reply(command, stored, span.traceparent)
+                    try:
+                        await broker.publish(protocol.REPLIES_EXCHANGE, self.service, reply)
+                    except (
+                        Exception
+                    ) as exc:  # unconfirmed: the command returns, its reply goes again
+                        await delivery.requeue()
+                        self.stats.requeued[counted] += 1
+                        span.not_confirmed()
+                        log.warning("reply not confirmed; command requeued", exc_info=exc)
+                        return
+                    await delivery.ack()
+                    span.replied(stored.event, rejected=stored.rejected, duplicate=duplicate)
+                    log.info(
+                        "reply sent",
+                        reply_event=stored.event,
+                        rejected=stored.rejected,
+                        duplicate=duplicate,
+                    )
+                case Retry(delay, retries, cause):
+                    await delivery.retry_later(delay, {protocol.H_RETRIES: retries})
+                    self.stats.retried[counted] += 1
+                    span.retrying(delay, cause)
+                    log.warning(
+                        "command retry scheduled", delay=delay, retries=retries, cause=cause
+                    )
+                case GiveUp(reason):
+                    await delivery.dead_letter(reason)
+                    self.stats.dead_lettered[counted] += 1
+                    span.dead_lettered(reason)
+                    log.error("command dead-lettered", reason=reason)
 
     async def _decide(self, message: protocol.WireMessage) -> Outcome:
         """The one place that decides between reply, retry and dead-letter."""
@@ -279,12 +281,20 @@ class Participant:
             command = handler.command_model.model_validate(body)
         except ValidationError as exc:
             return GiveUp(validation_reason(handler, exc))
+        stats = self.stats
         async with self._locks.hold(ctx.idempotency_key):
             try:
                 stored = await self.dedupe.get(ctx.idempotency_key)
                 duplicate = stored is not None
                 if stored is None:
-                    stored = await self._run(handler, command, ctx)
+                    stats.handled[handler.command] += 1
+                    began = time.perf_counter()
+                    try:
+                        stored = await run_handler(handler, command, ctx)
+                    finally:
+                        stats.handler_seconds[handler.command].observe(time.perf_counter() - began)
+                    if stored.rejected:
+                        stats.rejected[handler.command] += 1
                     await self.dedupe.put(ctx.idempotency_key, stored)
                 else:
                     self.stats.duplicates[handler.command] += 1
@@ -296,19 +306,6 @@ class Participant:
                     ctx.log.warning("command handler failed", retries=retries, exc_info=exc)
                 return outcome
         return Reply(stored, duplicate)
-
-    async def _run(self, handler: Handler, command: BaseModel, ctx: CommandContext) -> StoredReply:
-        """Run the handler, counted and timed under its command."""
-        stats = self.stats
-        stats.handled[handler.command] += 1
-        began = time.perf_counter()
-        try:
-            stored = await run_handler(handler, command, ctx)
-        finally:
-            stats.handler_seconds[handler.command].observe(time.perf_counter() - began)
-        if stored.rejected:
-            stats.rejected[handler.command] += 1
-        return stored
 
     def _retry(self, retries: int, delay: float | None, cause: str) -> Retry | GiveUp:
         cause = shorten(cause)
