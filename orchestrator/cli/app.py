@@ -49,7 +49,7 @@ def _configure(
         typer.Option(
             envvar="SAGAWIRE_LOG_LEVEL",
             help="Lowest level logged to stderr: DEBUG, INFO, WARNING or ERROR "
-            "(default: INFO for `run`, WARNING otherwise).",
+            "(default: INFO for the servers, `run` and `gateway`; WARNING otherwise).",
             show_default=False,
         ),
     ] = None,
@@ -62,8 +62,12 @@ def _configure(
         ),
     ] = None,
 ) -> None:
-    default = "INFO" if ctx.invoked_subcommand == "run" else "WARNING"
+    default = "INFO" if ctx.invoked_subcommand in SERVERS else "WARNING"
     setup_logging(log_level or default, json=log_json)
+
+
+SERVERS = frozenset({"run", "gateway"})
+"""Commands that run until stopped: they log at INFO unless told otherwise."""
 
 
 sagas_app = typer.Typer(help="Running and finished sagas, read from MongoDB.", no_args_is_help=True)
