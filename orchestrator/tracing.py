@@ -50,7 +50,6 @@ import contextvars
 import dataclasses
 import datetime as dt
 import hashlib
-import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import structlog
@@ -65,6 +64,7 @@ from orchestrator.core.messages import (
 )
 from orchestrator.core.saga import COMPENSATION_PREFIX, OutgoingCommand, PendingStep, Saga
 from participants_sdk import protocol
+from participants_sdk.tracing import TracerLookup, records
 
 try:
     from opentelemetry import trace as _trace
@@ -166,15 +166,6 @@ def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
 
 # -- the tracer -----------------------------------------------------------------------------
 
-LOOK_AGAIN_SECONDS: Final = 1.0
-"""While no tracer provider is configured, how often to look for one again."""
-
-_override: TracerProvider | None = None
-_tracer_now: Tracer | None = None
-"""The tracer in use; None while spans are off."""
-_looked_at: object = None
-"""The provider `_tracer_now` was made from (or found unfit)."""
-_look_again = 0.0
 _chosen: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
     "sagawire_span_ids", default=None
 )
@@ -203,38 +194,16 @@ class _ChosenIds:
 def use_tracer_provider(provider: TracerProvider | None) -> None:
     """Record the daemon's spans with `provider` rather than the global one (None: the global
     one again). For tests and for applications that keep several providers."""
-    global _override, _tracer_now, _looked_at, _look_again
-    _override, _tracer_now, _looked_at, _look_again = provider, None, None, 0.0
+    _lookup.use(provider)
 
 
 def _tracer() -> Tracer | None:
-    """Sagawire's tracer, or None while spans are off.
-
-    On every command and decision, so cheap: a tracer once made is kept (a global provider,
-    once set, cannot be replaced); while there is none, the global provider is looked at again
-    at most once per `LOOK_AGAIN_SECONDS`, so that one an application configures after the
-    daemon started is taken up.
-    """
-    global _tracer_now, _looked_at, _look_again  # noqa: PLW0603 - a cache for the process
-    if not AVAILABLE:
-        return None
-    if _tracer_now is not None:
-        return _tracer_now
-    provider: object = _override
-    if provider is None:
-        now = time.monotonic()
-        if now < _look_again:
-            return None
-        _look_again = now + LOOK_AGAIN_SECONDS
-        provider = _trace.get_tracer_provider()
-    if provider is not _looked_at:
-        _looked_at = provider
-        _tracer_now = _adopt(provider)
-    return _tracer_now
+    """Sagawire's tracer, or None while spans are off (see `TracerLookup`)."""
+    return _lookup.tracer() if AVAILABLE else None
 
 
 def _adopt(provider: Any) -> Tracer | None:  # noqa: ANN401 - a TracerProvider
-    if isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider):
+    if not records(provider):
         return None  # the API's own: nothing configured
     tracer = provider.get_tracer(SCOPE)
     generator = getattr(tracer, "id_generator", None)
@@ -248,6 +217,9 @@ def _adopt(provider: Any) -> Tracer | None:  # noqa: ANN401 - a TracerProvider
     if not isinstance(generator, _ChosenIds):
         cast("Any", tracer).id_generator = _ChosenIds(generator)
     return cast("Tracer", tracer)
+
+
+_lookup = TracerLookup(_adopt)
 
 
 def enabled() -> bool:

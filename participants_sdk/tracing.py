@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import structlog
@@ -56,45 +57,62 @@ SCOPE: Final = "sagawire.participant"
 LOOK_AGAIN_SECONDS: Final = 1.0
 """While no tracer provider is configured, how often to look for one again."""
 
-_override: TracerProvider | None = None
-_tracer_now: Tracer | None = None
-"""The tracer in use; None while spans are off."""
-_looked_at: object = None
-"""The provider `_tracer_now` was made from (or found to be the API's no-op one)."""
-_look_again = 0.0
+
+class TracerLookup:
+    """A tracer looked up on every command or decision, so cheap: one once made is kept (a
+    global provider, once set, cannot be replaced); while there is none, the global provider is
+    looked at again at most once per `LOOK_AGAIN_SECONDS`, so that one an application
+    configures after serving began is taken up. `adopt` makes the tracer from a provider, or
+    says (None) that the provider records nothing. Used while `AVAILABLE` only."""
+
+    def __init__(self, adopt: Callable[[Any], Tracer | None]) -> None:
+        self._adopt = adopt
+        self.use(None)
+
+    def use(self, provider: TracerProvider | None) -> None:
+        """`provider` rather than the global one (None: the global one again)."""
+        self._override = provider
+        self._tracer: Tracer | None = None
+        self._looked_at: object = None
+        self._look_again = 0.0
+
+    def tracer(self) -> Tracer | None:
+        if self._tracer is not None:
+            return self._tracer
+        provider: Any = self._override
+        if provider is None:
+            now = time.monotonic()
+            if now < self._look_again:
+                return None
+            self._look_again = now + LOOK_AGAIN_SECONDS
+            provider = _trace.get_tracer_provider()
+        if provider is not self._looked_at:
+            self._looked_at = provider
+            self._tracer = self._adopt(provider)
+        return self._tracer
+
+
+def records(provider: Any) -> bool:  # noqa: ANN401 - a TracerProvider
+    """Whether `provider` is one that records: not the API's own stand-ins."""
+    return not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+
+
+def _plain_tracer(provider: Any) -> Tracer | None:  # noqa: ANN401 - a TracerProvider
+    return provider.get_tracer(SCOPE) if records(provider) else None
+
+
+_lookup = TracerLookup(_plain_tracer)
 
 
 def use_tracer_provider(provider: TracerProvider | None) -> None:
     """Record command spans with `provider` rather than the global one (None: the global one
     again). For tests and for applications that keep several providers."""
-    global _override, _tracer_now, _looked_at, _look_again
-    _override, _tracer_now, _looked_at, _look_again = provider, None, None, 0.0
+    _lookup.use(provider)
 
 
 def _tracer() -> Tracer | None:
-    """The SDK's tracer, or None while spans are off.
-
-    On every command, so cheap: a tracer once made is kept (a global provider, once set, cannot
-    be replaced); while there is none, the global provider is looked at again at most once per
-    `LOOK_AGAIN_SECONDS`, so that one an application configures after serving began is taken up.
-    """
-    global _tracer_now, _looked_at, _look_again  # noqa: PLW0603 - a cache for the process
-    if not AVAILABLE:
-        return None
-    if _tracer_now is not None:
-        return _tracer_now
-    provider: Any = _override
-    if provider is None:
-        now = time.monotonic()
-        if now < _look_again:
-            return None
-        _look_again = now + LOOK_AGAIN_SECONDS
-        provider = _trace.get_tracer_provider()
-    if provider is not _looked_at:
-        _looked_at = provider
-        if not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider):
-            _tracer_now = provider.get_tracer(SCOPE)
-    return _tracer_now
+    """The SDK's tracer, or None while spans are off (see `TracerLookup`)."""
+    return _lookup.tracer() if AVAILABLE else None
 
 
 def current_traceparent() -> str | None:

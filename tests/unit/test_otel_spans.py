@@ -336,8 +336,9 @@ def test_a_provider_configured_later_is_taken_up_within_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ):
     now = [100.0]
+    # The look-up (`participants_sdk.tracing.TracerLookup`) is shared with the SDK.
     monkeypatch.setattr(
-        orchestrator.tracing, "time", types.SimpleNamespace(monotonic=lambda: now[0])
+        participants_sdk.tracing, "time", types.SimpleNamespace(monotonic=lambda: now[0])
     )
     configured: list[trace.TracerProvider] = [trace.ProxyTracerProvider()]
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: configured[-1])
