@@ -81,19 +81,15 @@ def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - typer option 
 async def control_broker(settings: Settings) -> AsyncIterator[RabbitBroker]:
     """A broker connection for one request to the control queue (declared, if the daemon has
     not yet)."""
-    from participants_sdk.rabbitmq import RabbitBroker  # noqa: PLC0415 - keeps other commands light
+    from orchestrator.adapters.rabbitmq.control import control_broker as connect  # noqa: PLC0415 - keeps other commands light
 
-    broker = await RabbitBroker.connect(
+    async with connect(
         settings.amqp_url,
         queue_type=settings.queue_type,
         delivery_limit=settings.delivery_limit,
         name="sagawire-cli",
-    )
-    try:
-        await broker.declare_topology([])
+    ) as broker:
         yield broker
-    finally:
-        await broker.close()
 
 
 def with_store(url: str | None, work: Callable[[MongoSagaStore], Awaitable[T]]) -> T:

@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractConnection
 
 from orchestrator.adapters.mongo import MongoSagaStore, SagaFilter, SagaPage
 from orchestrator.adapters.rabbitmq import dead_letters
+from orchestrator.adapters.rabbitmq.control import control_broker
 from orchestrator.core.definition import MachineDefinition
 from orchestrator.core.pauses import MachinePause
 from orchestrator.core.saga import Saga, start_digest
@@ -80,25 +81,20 @@ class SagaService:
     @classmethod
     @contextlib.asynccontextmanager
     async def connected(cls, settings: Settings) -> AsyncIterator[SagaService]:
-        store = await MongoSagaStore.connect(settings.mongodb_url)
-        try:
-            broker = await RabbitBroker.connect(
-                settings.amqp_url,
-                queue_type=settings.queue_type,
-                delivery_limit=settings.delivery_limit,
-                name="sagawire-gateway",
+        async with contextlib.AsyncExitStack() as opened:  # closed in reverse order
+            store = await MongoSagaStore.connect(settings.mongodb_url)
+            opened.push_async_callback(store.close)
+            broker = await opened.enter_async_context(
+                control_broker(
+                    settings.amqp_url,
+                    queue_type=settings.queue_type,
+                    delivery_limit=settings.delivery_limit,
+                    name="sagawire-gateway",
+                )
             )
-            try:
-                await broker.declare_topology([])
-                connection = await dead_letters.connect(settings.amqp_url)
-                try:
-                    yield cls(store, broker, connection)
-                finally:
-                    await connection.close()
-            finally:
-                await broker.close()
-        finally:
-            await store.close()
+            connection = await dead_letters.connect(settings.amqp_url)
+            opened.push_async_callback(connection.close)
+            yield cls(store, broker, connection)
 
     # -- machines ----------------------------------------------------------------------------
 
